@@ -1,0 +1,49 @@
+"""Encoder registry: names accepted by ``ENCODERS`` and their fused-block order."""
+
+from typing import Any
+
+from ...errors import InputError
+from .base import Encoder
+
+ENCODER_NAMES: tuple[str, ...] = ("mosaiks",)
+"""Known encoders, in the fixed order their blocks take in the fused vector."""
+
+
+def create_encoder(name: str, device: str = "cpu", **settings: Any) -> Encoder:
+    """Build the encoder called ``name``.
+
+    Args:
+        name: One of :data:`ENCODER_NAMES`.
+        device: torch device string (``"cpu"`` or ``"cuda"``).
+        **settings: Encoder-specific settings, as returned by ``settings()``.
+
+    Returns:
+        The encoder, ready to fit or encode.
+
+    Raises:
+        InputError: If ``name`` is not a known encoder.
+    """
+    if name == "mosaiks":
+        from .mosaiks import MosaiksEncoder
+
+        return MosaiksEncoder(device=device, **settings)
+    raise InputError(
+        f"ENCODERS: unknown encoder '{name}'; expected one of {', '.join(ENCODER_NAMES)}."
+    )
+
+
+def ordered_encoder_names(names: list[str]) -> list[str]:
+    """Return ``names`` without duplicates, in the fixed fused-block order.
+
+    Raises:
+        InputError: If a name is unknown or the list is empty.
+    """
+    unknown = [name for name in names if name not in ENCODER_NAMES]
+    if unknown:
+        raise InputError(
+            f"ENCODERS: unknown encoder(s) {', '.join(unknown)}; "
+            f"expected any of {', '.join(ENCODER_NAMES)}."
+        )
+    if not names:
+        raise InputError("ENCODERS: no encoder selected; choose at least one, for example mosaiks.")
+    return [name for name in ENCODER_NAMES if name in names]

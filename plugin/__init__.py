@@ -1,0 +1,1 @@
+"""QGIS layer of FusedEO: plugin class, Processing provider and algorithms."""
