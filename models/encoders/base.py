@@ -117,7 +117,11 @@ class Encoder(ABC):
 
     @abstractmethod
     def settings(self) -> dict[str, Any]:
-        """Return the JSON-serialisable settings that define this encoder's output."""
+        """Return the JSON-serialisable settings that define this encoder's output.
+
+        They are the keyword arguments of the constructor: ``create_encoder(name,
+        **settings)`` rebuilds the same encoder.
+        """
 
     def fitted_arrays(self) -> dict[str, np.ndarray]:
         """Return the arrays fitted in this run (empty for pretrained encoders)."""

@@ -50,7 +50,7 @@ CARD = EncoderCard(
     required_sensors=frozenset(),
     s2_offset_expected=False,
     input_size_px=None,
-    resize="none (the patch as it is)",
+    resize="none (the patch as it is); z-score with the Embed2Scale challenge moments, S2 without offset",
     season_mode="mean",
     pooling="mean of ReLU(z) and ReLU(-z) over the feature map",
     width_per_season=4096,
@@ -149,9 +149,6 @@ class MosaiksEncoder(Encoder):
             "kernel_size_px": self.kernel_size_px,
             "bias": self.bias,
             "seed": self.seed,
-            "mode": "empirical",
-            "normalisation": "z-score with Embed2Scale challenge moments; S2 without +1000 offset",
-            "seasons": "mean over present seasons",
         }
 
     @property
