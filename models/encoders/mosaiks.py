@@ -61,6 +61,8 @@ DEFAULT_FEATURES = 4096
 DEFAULT_KERNEL_SIZE_PX = 3
 DEFAULT_BIAS = -1.0
 DEFAULT_SEED = 10012023
+_FEATURE_MAP_BUDGET = 16 * 1024 * 1024
+"""Feature-map values computed at once (64 MiB of float32)."""
 
 
 def normalise(stack: np.ndarray, channels: Sequence[int]) -> np.ndarray:
@@ -221,6 +223,26 @@ class MosaiksEncoder(Encoder):
         with torch.inference_mode():
             for season in seasons:
                 values = torch.from_numpy(normalise(stack[:, season], self.channel_indices)).to(self.device)
-                features = self._model(values).double()
+                features = self._features(values).double()
                 total = features if total is None else total + features
         return (total / len(seasons)).float().cpu().numpy()
+
+    def _features(self, values: "torch.Tensor") -> "torch.Tensor":  # type: ignore[name-defined] # noqa: F821
+        """Return ``[mean(max(z, 0)) ‖ mean(max(-z, 0))]`` of ``z = conv(x, kernels) + bias``.
+
+        Equal to torchgeo's ``RCF.forward``, but computed for groups of
+        kernels, because the full feature map (B x 2048 x H x W float32, about
+        0.5 GB for four 128 px patches) would dominate the run's memory.
+        """
+        torch = import_optional("torch", "the mosaiks encoder")
+        functional = import_optional("torch.nn.functional", "the mosaiks encoder")
+        weights, biases = self._model.weights, self._model.biases
+        batch, _, height, width = values.shape
+        pixels = max(1, (height - self.kernel_size_px + 1) * (width - self.kernel_size_px + 1))
+        group = max(1, _FEATURE_MAP_BUDGET // (batch * pixels))
+        positive, negative = [], []
+        for start in range(0, weights.shape[0], group):
+            maps = functional.conv2d(values, weights[start:start + group], biases[start:start + group])
+            positive.append(maps.clamp_min(0).mean(dim=(-2, -1)))
+            negative.append(maps.clamp_max_(0).neg_().mean(dim=(-2, -1)))
+        return torch.cat([torch.cat(positive, dim=1), torch.cat(negative, dim=1)], dim=1)
