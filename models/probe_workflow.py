@@ -40,6 +40,11 @@ PROBE_SKILL_KEY = "FUSEDEO_PROBE_SKILL"
 PROBE_LABEL_RANGE_KEY = "FUSEDEO_PROBE_LABEL_RANGE"
 DEFAULT_MIN_SAMPLES = 10
 
+# Probe metadata keys that only the training run knows (the rest are in models.probes).
+META_LABEL_SOURCE = "label_source"
+META_EMBEDDINGS_SOURCE = "embeddings_source"
+META_DECISIONS = "decisions"
+
 
 @dataclass(frozen=True)
 class LabelSource:
@@ -192,7 +197,12 @@ def train_probe(
     notes = list(labels.decisions) + counts
     if task == probes.CLASSIFICATION:
         targets = _classification_targets(values, labels, source.parameter_name)
-        notes.append("A patch is class 1 when its label is at least 0.5 (at least half of it is class 1).")
+        threshold_note = (
+            "A patch is class 1 when its label is at least 0.5 (at least half of it is class 1): "
+            f"{int(targets.sum())} class 1, {int(targets.size - targets.sum())} class 0."
+        )
+        notes.append(threshold_note)
+        reporter.info(threshold_note)
     else:
         targets = values
     probes.check_targets(targets, task, f"{source.parameter_name} '{labels.source}'")
@@ -209,8 +219,12 @@ def train_probe(
     probe = probes.fit_probe(embeddings, targets, task)
     reporter.info(f"Final probe fitted on all {targets.size} samples ({probe.regularisation}).")
 
-    label_min, label_max = (0.0, 1.0) if task == probes.CLASSIFICATION else (float(targets.min()), float(targets.max()))
-    metadata = _probe_metadata(task, task_name, labels, label_min, label_max, skill, targets.size, embedding, probe)
+    if task == probes.CLASSIFICATION:
+        label_min, label_max = 0.0, 1.0
+    else:
+        label_min, label_max = float(targets.min()), float(targets.max())
+    metadata = _probe_metadata(task, task_name, labels, (label_min, label_max), skill, embedding, probe)
+    metadata[META_DECISIONS] = json.dumps(notes)
     _write_probe_outputs(probe, embeddings, metadata, probe_path, report_path, skill, notes, labels)
     return TrainProbeResult(probe_path, report_path, skill, int(targets.size), probe)
 
@@ -227,13 +241,12 @@ def _probe_metadata(
     task: str,
     task_name: str,
     labels: PatchLabels,
-    label_min: float,
-    label_max: float,
+    label_range: tuple[float, float],
     skill: probes.Skill,
-    sample_count: int,
     embedding: EmbeddingRaster,
     probe: probes.LinearProbe,
 ) -> dict[str, str]:
+    label_min, label_max = label_range
     return {
         probes.META_TASK_NAME: task_name,
         probes.META_TASK_TYPE: task,
@@ -246,14 +259,13 @@ def _probe_metadata(
         probes.META_SKILL_STD: repr(skill.std),
         probes.META_SKILL_Q: repr(skill.q),
         probes.META_SKILL_SPLITS: str(skill.n_splits),
-        probes.META_SAMPLE_COUNT: str(sample_count),
+        probes.META_SAMPLE_COUNT: str(probe.sample_count),
         probes.META_INPUT_WIDTH: str(probe.input_width),
         probes.META_FINGERPRINT: embedding.fingerprint,
         probes.META_VERSION: __version__,
         probes.META_REGULARISATION: probe.regularisation,
-        "label_source": labels.source,
-        "embeddings_source": embedding.path,
-        "decisions": json.dumps(labels.decisions),
+        META_LABEL_SOURCE: labels.source,
+        META_EMBEDDINGS_SOURCE: embedding.path,
     }
 
 
@@ -291,7 +303,7 @@ def _write_probe_outputs(
             ("Regularisation", probe.regularisation),
             ("Embedding width", metadata[probes.META_INPUT_WIDTH]),
             ("Embedding fingerprint", metadata[probes.META_FINGERPRINT]),
-            ("Embeddings", metadata["embeddings_source"]),
+            ("Embeddings", metadata[META_EMBEDDINGS_SOURCE]),
             ("Probe file", str(probe_file)),
             ("FusedEO version", __version__),
         ]

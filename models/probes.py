@@ -122,6 +122,7 @@ class LinearProbe:
         weights: ``(D,)`` float64 weights on the raw (unstandardised) embedding.
         bias: Intercept in label units (log-odds for classification).
         regularisation: Chosen penalty, e.g. ``"alpha=10"`` or ``"C=0.1"``.
+        sample_count: Number of samples the probe was fitted on.
         estimator: The fitted scikit-learn pipeline (standardiser + model).
     """
 
@@ -129,6 +130,7 @@ class LinearProbe:
     weights: np.ndarray
     bias: float
     regularisation: str
+    sample_count: int = 0
     estimator: Any = None
 
     @property
@@ -299,7 +301,14 @@ def fit_probe(embeddings: np.ndarray, targets: np.ndarray, task: str) -> LinearP
         regularisation = f"C={float(np.ravel(model.C_)[0]):g}"
     else:
         regularisation = f"C={model.C:g} (default; too few samples of one class to choose it)"
-    return LinearProbe(task=task, weights=weights, bias=bias, regularisation=regularisation, estimator=estimator)
+    return LinearProbe(
+        task=task,
+        weights=weights,
+        bias=bias,
+        regularisation=regularisation,
+        sample_count=int(targets.size),
+        estimator=estimator,
+    )
 
 
 def export_probe_onnx(probe: LinearProbe, path: str, metadata: dict[str, str]) -> None:

@@ -35,6 +35,8 @@ RAMP_COLORS: tuple[tuple[int, int, int], ...] = (
 )
 
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
+NODATA_PATCHES_KEY = "FUSEDEO_NODATA_PATCHES"
+"""Metadata key of the number of patches left nodata because their embedding is nodata."""
 
 
 def check_geotiff_path(path: str, parameter_name: str) -> None:
@@ -108,6 +110,7 @@ def write_prediction_raster(
             band.WriteArray(block, 0, row_offset)
             predicted += int(valid.sum())
             reporter.progress(100.0 * (row_offset + valid.shape[0]) / max(embedding.rows, 1))
+        dataset.SetMetadataItem(NODATA_PATCHES_KEY, str(embedding.rows * embedding.cols - predicted))
         band.FlushCache()
         dataset = None
         os.replace(temporary, output)

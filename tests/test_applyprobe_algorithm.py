@@ -94,6 +94,7 @@ def test_cropland_prediction_raster(processing, tmp_path: Path, cropland_probe: 
     assert metadata["FUSEDEO_PROBE_TASK_NAME"] == "cropland_fraction"
     assert metadata["FUSEDEO_PROBE_TASK_TYPE"] == "regression"
     assert json.loads(metadata["FUSEDEO_PROBE_LABEL_RANGE"]) == [0.0, 1.0]
+    assert metadata["FUSEDEO_NODATA_PATCHES"] == "12"
     skill = json.loads(metadata["FUSEDEO_PROBE_SKILL"])
     assert skill["metric"] == "r2"
     assert skill["splits"] == "40"

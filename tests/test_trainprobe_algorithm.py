@@ -134,6 +134,7 @@ def test_cropland_fraction_probe(processing, tmp_path: Path, embedding_a: Path, 
     assert "cropland_fraction" in report
     assert f"{float(metadata['skill_q']):.3f}" in report
     assert any("256 samples were used." in info for info in feedback.infos)
+    assert "256 samples were used." in json.loads(metadata["decisions"])
 
 
 def test_probe_onnx_matches_sklearn_refit(processing, tmp_path: Path, embedding_a: Path, worldcereal_a: Path):
@@ -177,6 +178,8 @@ def test_classification_probe(processing, tmp_path: Path, embedding_a: Path, wor
     assert metadata["skill_metric"] == "f1"
     assert float(metadata["skill_mean"]) > 0.7
     assert metadata["regularisation"].startswith("C=")
+    decisions = json.loads(metadata["decisions"])
+    assert any(text.startswith("A patch is class 1 when its label is at least 0.5") for text in decisions)
     assert [node.op_type for node in onnx.load(str(tmp_path / "probe.onnx")).graph.node][-2] == "Sigmoid"
 
 
