@@ -73,7 +73,8 @@ def write_probe_report(
     """
     image = base64.b64encode(scatter_png(skill, task, label_name)).decode("ascii")
     table = "\n".join(
-        f"<tr><th>{html.escape(name)}</th><td>{html.escape(value)}</td></tr>" for name, value in rows
+        f"<tr><th>{html.escape(name)}</th><td>{html.escape(value)}</td></tr>"
+        for name, value in rows
     )
     note_items = "\n".join(f"<li>{html.escape(note)}</li>" for note in notes) or "<li>None.</li>"
     scores = ", ".join(f"{score:.3f}" for score in skill.scores)

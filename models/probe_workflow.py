@@ -25,8 +25,17 @@ from ..raster.embedding_raster import (
     open_embedding_raster,
     valid_patch_mask,
 )
-from ..raster.labels import MIN_COVERED_FRACTION, PatchLabels, labels_from_raster, labels_from_vector
-from ..raster.prediction_raster import check_geotiff_path, write_prediction_raster, write_prediction_style
+from ..raster.labels import (
+    MIN_COVERED_FRACTION,
+    PatchLabels,
+    labels_from_raster,
+    labels_from_vector,
+)
+from ..raster.prediction_raster import (
+    check_geotiff_path,
+    write_prediction_raster,
+    write_prediction_style,
+)
 from ..reporting import Reporter
 from . import probes
 from .probe_report import write_probe_report
@@ -40,7 +49,7 @@ PROBE_SKILL_KEY = "FUSEDEO_PROBE_SKILL"
 PROBE_LABEL_RANGE_KEY = "FUSEDEO_PROBE_LABEL_RANGE"
 DEFAULT_MIN_SAMPLES = 10
 
-# Probe metadata keys that only the training run knows (the rest are in models.probes).
+# Probe metadata keys written only by the training run (the others are in models.probes).
 META_LABEL_SOURCE = "label_source"
 META_EMBEDDINGS_SOURCE = "embeddings_source"
 META_DECISIONS = "decisions"
@@ -48,7 +57,7 @@ META_DECISIONS = "decisions"
 
 @dataclass(frozen=True)
 class LabelSource:
-    """Where the labels come from: exactly one of a raster or a vector layer.
+    """Label input of a training run: exactly one of a raster or a vector layer.
 
     Attributes:
         raster_path: Label raster (``LABELS_RASTER``), or None.
@@ -79,7 +88,9 @@ class LabelSource:
                 "(a label raster, or a vector layer with FIELD)."
             )
         if self.vector_path and not self.field_name:
-            raise InputError("FIELD is empty; LABELS_VECTOR needs the name of its numeric label field.")
+            raise InputError(
+                "FIELD is empty; LABELS_VECTOR needs the name of its numeric label field."
+            )
 
     @property
     def parameter_name(self) -> str:
@@ -98,10 +109,14 @@ class TrainProbeResult:
     probe: probes.LinearProbe
 
 
-def _read_labels(source: LabelSource, embedding: EmbeddingRaster, reporter: Reporter) -> PatchLabels:
+def _read_labels(
+    source: LabelSource, embedding: EmbeddingRaster, reporter: Reporter
+) -> PatchLabels:
     if source.raster_path:
         return labels_from_raster(source.raster_path, embedding, source.class_values, reporter)
-    return labels_from_vector(source.vector_path or "", source.field_name or "", embedding, reporter)
+    return labels_from_vector(
+        source.vector_path or "", source.field_name or "", embedding, reporter
+    )
 
 
 def _gather_samples(
@@ -134,7 +149,9 @@ def _gather_samples(
     return embeddings, target, counts
 
 
-def _classification_targets(values: np.ndarray, labels: PatchLabels, parameter_name: str) -> np.ndarray:
+def _classification_targets(
+    values: np.ndarray, labels: PatchLabels, parameter_name: str
+) -> np.ndarray:
     """Turn patch labels into 0/1 classes: a patch is class 1 when at least half of it is class 1."""
     if not labels.is_class_fraction and not labels.binary_source:
         found = ", ".join(f"{value:g}" for value in labels.non_binary_examples)
@@ -167,7 +184,7 @@ def train_probe(
         probe_path: Destination ``.onnx``.
         report_path: Destination ``.html``.
         reporter: Receives decisions, counts and progress.
-        min_samples: Fewest usable samples accepted.
+        min_samples: Minimum number of usable samples.
 
     Returns:
         Paths, skill and the fitted probe.
@@ -207,7 +224,9 @@ def train_probe(
         targets = values
     probes.check_targets(targets, task, f"{source.parameter_name} '{labels.source}'")
 
-    reporter.info(f"Cross-validating the {task} probe ({embeddings.shape[0]} samples, {embeddings.shape[1]} bands).")
+    reporter.info(
+        f"Cross-validating the {task} probe ({embeddings.shape[0]} samples, {embeddings.shape[1]} bands)."
+    )
     skill = probes.evaluate_skill(embeddings, targets, task, reporter)
     notes.extend(skill.notes)
     for note in skill.notes:
@@ -223,7 +242,9 @@ def train_probe(
         label_min, label_max = 0.0, 1.0
     else:
         label_min, label_max = float(targets.min()), float(targets.max())
-    metadata = _probe_metadata(task, task_name, labels, (label_min, label_max), skill, embedding, probe)
+    metadata = _probe_metadata(
+        task, task_name, labels, (label_min, label_max), skill, embedding, probe
+    )
     metadata[META_DECISIONS] = json.dumps(notes)
     _write_probe_outputs(probe, embeddings, metadata, probe_path, report_path, skill, notes, labels)
     return TrainProbeResult(probe_path, report_path, skill, int(targets.size), probe)
@@ -293,13 +314,19 @@ def _write_probe_outputs(
         rows = [
             ("Task", f"{metadata[probes.META_TASK_NAME]} ({metadata[probes.META_TASK_TYPE]})"),
             ("Label", f"{labels.name} from {labels.source}"),
-            ("Label range", f"{metadata[probes.META_LABEL_MIN]} to {metadata[probes.META_LABEL_MAX]}"),
+            (
+                "Label range",
+                f"{metadata[probes.META_LABEL_MIN]} to {metadata[probes.META_LABEL_MAX]}",
+            ),
             ("Samples", metadata[probes.META_SAMPLE_COUNT]),
             ("Skill metric", skill.metric),
             ("Mean over splits", f"{skill.mean:.4f}"),
             ("Standard deviation", f"{skill.std:.4f}"),
             ("Q = 2 mean / (0.02 + std)", f"{skill.q:.3f}"),
-            ("Splits", f"{skill.n_splits}, each holding out {skill.test_count} samples (random_state 42)"),
+            (
+                "Splits",
+                f"{skill.n_splits}, each holding out {skill.test_count} samples (random_state 42)",
+            ),
             ("Regularisation", probe.regularisation),
             ("Embedding width", metadata[probes.META_INPUT_WIDTH]),
             ("Embedding fingerprint", metadata[probes.META_FINGERPRINT]),
@@ -427,7 +454,9 @@ def apply_probe(
             }
         ),
     }
-    predicted = write_prediction_raster(embedding, predict, output_path, probe.task_name, metadata, reporter)
+    predicted = write_prediction_raster(
+        embedding, predict, output_path, probe.task_name, metadata, reporter
+    )
     skipped = embedding.rows * embedding.cols - predicted
     reporter.info(f"{predicted} patches predicted; {skipped} nodata patches left as nodata.")
     style = write_prediction_style(output_path, label_min, label_max)

@@ -6,11 +6,11 @@ standardised before fitting, and the standardisation is folded into the
 exported weights, so the ONNX graph is one affine map of the raw embedding
 (followed by a sigmoid for classification).
 
-Skill follows the NeuCo-Bench protocol: shuffle splits that hold out 10 % of
-the samples (40 splits, ``random_state=42``), R² (regression) or binary F1
-(classification) on each held-out part, and the score
-``Q = 2 * mean / (0.02 + std)`` over the splits, with the population standard
-deviation (``ddof=0``). The regularisation strength is chosen by cross-validation
+Skill follows the NeuCo-Bench protocol: 40 shuffle splits (``random_state=42``)
+that each hold out 10 % of the samples, scored with R² (regression) or binary
+F1 (classification) on the held-out part. The task score over the splits is
+``Q = 2 * mean / (0.02 + std)``, with the population standard deviation
+(``ddof=0``). The regularisation strength is chosen by cross-validation
 inside each training part, so held-out samples never influence it.
 """
 
@@ -21,7 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, ModelFileError, MissingFileError, RunCancelledError, import_optional
+from ..errors import (
+    InputError,
+    MissingFileError,
+    ModelFileError,
+    RunCancelledError,
+    import_optional,
+)
 from ..reporting import Reporter
 
 logger = logging.getLogger(__name__)
@@ -193,7 +199,9 @@ def _make_estimator(task: str, targets: np.ndarray):  # noqa: ANN202 (returns a 
     folds = StratifiedKFold(n_splits=min(5, minority), shuffle=True, random_state=RANDOM_STATE)
     return make_pipeline(
         StandardScaler(),
-        LogisticRegressionCV(Cs=LOGISTIC_CS, cv=folds, scoring="f1", max_iter=2000, **_logistic_cv_options()),
+        LogisticRegressionCV(
+            Cs=LOGISTIC_CS, cv=folds, scoring="f1", max_iter=2000, **_logistic_cv_options()
+        ),
     )
 
 
@@ -346,7 +354,8 @@ def export_probe_onnx(probe: LinearProbe, path: str, metadata: dict[str, str]) -
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", 1])],
         initializer=[weights, bias],
     )
-    # Opset 13 and IR version 8 load in onnxruntime releases from 1.10 on.
+    # Opset 13 and IR version 8 are older than what the installed onnx writes by
+    # default, so that older onnxruntime builds in QGIS installs can load the probe.
     model = helper.make_model(
         graph, producer_name="FusedEO", opset_imports=[helper.make_opsetid("", 13)]
     )
@@ -358,7 +367,7 @@ def export_probe_onnx(probe: LinearProbe, path: str, metadata: dict[str, str]) -
 
 @dataclass(frozen=True)
 class ProbeInfo:
-    """What a probe file declares about itself.
+    """Input width and metadata read from a probe file.
 
     Attributes:
         path: The ``.onnx`` file.
@@ -415,7 +424,11 @@ def load_probe(path: str, parameter_name: str = "PROBE") -> ProbeInfo:
     metadata = {prop.key: prop.value for prop in model.metadata_props}
     inputs = [value for value in model.graph.input if value.name == INPUT_NAME]
     required = (META_TASK_TYPE, META_LABEL_MIN, META_LABEL_MAX)
-    if metadata.get(META_KIND) != PROBE_KIND or not inputs or any(key not in metadata for key in required):
+    if (
+        metadata.get(META_KIND) != PROBE_KIND
+        or not inputs
+        or any(key not in metadata for key in required)
+    ):
         raise ModelFileError(
             f"{parameter_name}: '{path}' is an ONNX model but not a FusedEO probe "
             f"({META_KIND}={metadata.get(META_KIND)!r}, input names "
@@ -442,9 +455,13 @@ def onnx_session(path: str, parameter_name: str = "PROBE"):  # noqa: ANN201 (onn
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
     try:
-        return onnxruntime.InferenceSession(path, sess_options=options, providers=onnx_providers("cpu"))
+        return onnxruntime.InferenceSession(
+            path, sess_options=options, providers=onnx_providers("cpu")
+        )
     except Exception as err:  # noqa: BLE001 (onnxruntime raises its own Fail/InvalidGraph types)
-        raise ModelFileError(f"{parameter_name}: onnxruntime cannot load probe '{path}' ({err}).") from err
+        raise ModelFileError(
+            f"{parameter_name}: onnxruntime cannot load probe '{path}' ({err})."
+        ) from err
 
 
 def probe_sha256(path: str) -> str:

@@ -168,9 +168,7 @@ def open_embedding_raster(path: str, parameter_name: str = "EMBEDDINGS") -> Embe
         )
     band_type = gdal.GetDataTypeName(dataset.GetRasterBand(1).DataType)
     if band_type != "Float32":
-        raise InputError(
-            f"{parameter_name}: '{path}' has {band_type} bands, expected Float32."
-        )
+        raise InputError(f"{parameter_name}: '{path}' has {band_type} bands, expected Float32.")
     geotransform = tuple(float(value) for value in dataset.GetGeoTransform())
     if geotransform[2] != 0.0 or geotransform[4] != 0.0:
         raise GridError(
@@ -222,7 +220,9 @@ def _check_projected(crs_wkt: str, path: str, parameter_name: str) -> None:
         )
 
 
-def _read_rows(dataset: Any, raster: EmbeddingRaster, row_offset: int, row_count: int) -> np.ndarray:
+def _read_rows(
+    dataset: Any, raster: EmbeddingRaster, row_offset: int, row_count: int
+) -> np.ndarray:
     values = dataset.ReadAsArray(0, row_offset, raster.cols, row_count)
     values = np.asarray(values, dtype=np.float32).reshape(raster.band_count, row_count, raster.cols)
     return np.moveaxis(values, 0, -1)

@@ -21,6 +21,7 @@ patch. Label nodata never counts as labelled.
 import logging
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -203,12 +204,16 @@ def labels_from_raster(
     try:
         source = gdal.Open(path)
     except RuntimeError as err:
-        raise MissingFileError(f"{parameter_name}: cannot open label raster '{path}' ({err}).") from err
+        raise MissingFileError(
+            f"{parameter_name}: cannot open label raster '{path}' ({err})."
+        ) from err
     band = source.GetRasterBand(1)
     name = band.GetDescription() or "band 1"
     decisions: list[str] = []
     if source.RasterCount > 1:
-        decisions.append(f"{parameter_name} has {source.RasterCount} bands; band 1 ({name}) was used.")
+        decisions.append(
+            f"{parameter_name} has {source.RasterCount} bands; band 1 ({name}) was used."
+        )
     if class_values is not None:
         name = "fraction of classes " + ",".join(str(code) for code in class_values)
     if not source.GetProjection():
@@ -222,7 +227,9 @@ def labels_from_raster(
     rows_px, cols_px = embedding.grid_shape_px
     x0, size, _, y0, _, _ = embedding.grid_geotransform
     vrt_path = f"/vsimem/fusedeo_labels_{uuid.uuid4().hex}.vrt"
-    single_band = gdal.Translate("", source, format="VRT", bandList=[1]) if source.RasterCount > 1 else source
+    single_band = (
+        gdal.Translate("", source, format="VRT", bandList=[1]) if source.RasterCount > 1 else source
+    )
     warped = gdal.Warp(
         vrt_path,
         single_band,
@@ -255,7 +262,9 @@ def labels_from_raster(
     return labels
 
 
-def _grid_decisions(source, embedding: EmbeddingRaster, resampling: str, parameter_name: str) -> list[str]:  # noqa: ANN001
+def _grid_decisions(
+    source: Any, embedding: EmbeddingRaster, resampling: str, parameter_name: str
+) -> list[str]:
     """Describe how the label raster reaches the embedding grid, or [] when it is already on it."""
     source_srs = _srs_from_wkt(source.GetProjection())
     target_srs = _srs_from_wkt(embedding.crs_wkt)
@@ -279,7 +288,7 @@ def _grid_decisions(source, embedding: EmbeddingRaster, resampling: str, paramet
 
 
 def _aggregate_warped(
-    warped, embedding: EmbeddingRaster, class_values: list[int] | None  # noqa: ANN001
+    warped: Any, embedding: EmbeddingRaster, class_values: list[int] | None
 ) -> tuple[np.ndarray, _BinaryTracker]:
     stride = embedding.stride_px
     patch = embedding.patch_size_px
@@ -370,7 +379,9 @@ def labels_from_vector(
     try:
         dataset = ogr.Open(dataset_path)
     except RuntimeError as err:
-        raise MissingFileError(f"{parameter_name}: cannot open vector layer '{path}' ({err}).") from err
+        raise MissingFileError(
+            f"{parameter_name}: cannot open vector layer '{path}' ({err})."
+        ) from err
     if layer_name is not None:
         layer = dataset.GetLayerByName(layer_name)
     else:
@@ -381,9 +392,13 @@ def labels_from_vector(
 
     decisions: list[str] = []
     transform = _vector_transform(layer, embedding, parameter_name, decisions)
-    points, polygons, skipped = _collect_features(layer, field_name, transform, parameter_name, path)
+    points, polygons, skipped = _collect_features(
+        layer, field_name, transform, parameter_name, path
+    )
     if skipped:
-        decisions.append(f"{parameter_name}: {skipped} feature(s) without geometry or {field_name} value were skipped.")
+        decisions.append(
+            f"{parameter_name}: {skipped} feature(s) without geometry or {field_name} value were skipped."
+        )
     tracker = _BinaryTracker()
     if points:
         point_values = np.array([value for _, _, value in points])
@@ -464,9 +479,11 @@ def _collect_features(layer, field_name: str, transform, parameter_name: str, pa
             geometry.Transform(transform)
         flat_type = ogr.GT_Flatten(geometry.GetGeometryType())
         if flat_type in (ogr.wkbPoint, ogr.wkbMultiPoint):
-            parts = [geometry] if flat_type == ogr.wkbPoint else [
-                geometry.GetGeometryRef(i) for i in range(geometry.GetGeometryCount())
-            ]
+            parts = (
+                [geometry]
+                if flat_type == ogr.wkbPoint
+                else [geometry.GetGeometryRef(i) for i in range(geometry.GetGeometryCount())]
+            )
             points.extend((part.GetX(), part.GetY(), value) for part in parts)
         elif ogr.GT_IsSurface(flat_type) or flat_type in (ogr.wkbMultiPolygon, ogr.wkbMultiSurface):
             polygons.append((geometry, value))
@@ -497,14 +514,18 @@ def _label_points(
     inside = (rows >= 0) & (rows < embedding.rows) & (cols >= 0) & (cols < embedding.cols)
     outside = int((~inside).sum())
     if outside:
-        decisions.append(f"{parameter_name}: {outside} point(s) outside the embedding raster were skipped.")
+        decisions.append(
+            f"{parameter_name}: {outside} point(s) outside the embedding raster were skipped."
+        )
     total = np.zeros((embedding.rows, embedding.cols))
     count = np.zeros((embedding.rows, embedding.cols))
     np.add.at(total, (rows[inside], cols[inside]), targets[inside])
     np.add.at(count, (rows[inside], cols[inside]), 1)
     shared = int((count > 1).sum())
     if shared:
-        decisions.append(f"{parameter_name}: {shared} patch(es) hold several points; their values were averaged.")
+        decisions.append(
+            f"{parameter_name}: {shared} patch(es) hold several points; their values were averaged."
+        )
     values = np.full(total.shape, np.nan)
     np.divide(total, count, out=values, where=count > 0)
     return values

@@ -1,9 +1,9 @@
 """Prediction rasters: block-wise writing on an embedding grid, and their QML style.
 
-A prediction raster has the grid of the embedding raster it was made from
-(same CRS, geotransform and size), one float32 band in label units (the
-probability of class 1 for a classification probe) and NaN as nodata where the
-embeddings are nodata. It is written under a temporary name in the output
+A prediction raster has the grid of the embedding raster it was made from:
+same CRS, geotransform and size. It has one float32 band in label units (the
+probability of class 1 for a classification probe), with NaN as nodata where
+the embeddings are nodata. It is written under a temporary name in the output
 folder and renamed on success, so a failed or cancelled run leaves no file.
 """
 
@@ -22,7 +22,9 @@ from .embedding_raster import EmbeddingRaster, iter_embedding_blocks, valid_patc
 
 logger = logging.getLogger(__name__)
 
-STYLE_TEMPLATE = Path(__file__).resolve().parent.parent / "resources" / "styles" / "probe_prediction.qml"
+STYLE_TEMPLATE = (
+    Path(__file__).resolve().parent.parent / "resources" / "styles" / "probe_prediction.qml"
+)
 
 # Viridis at five stops (matplotlib's colour map): readable in grey and by
 # readers with colour-vision deficiencies.
@@ -110,7 +112,9 @@ def write_prediction_raster(
             band.WriteArray(block, 0, row_offset)
             predicted += int(valid.sum())
             reporter.progress(100.0 * (row_offset + valid.shape[0]) / max(embedding.rows, 1))
-        dataset.SetMetadataItem(NODATA_PATCHES_KEY, str(embedding.rows * embedding.cols - predicted))
+        dataset.SetMetadataItem(
+            NODATA_PATCHES_KEY, str(embedding.rows * embedding.cols - predicted)
+        )
         band.FlushCache()
         dataset = None
         os.replace(temporary, output)
@@ -129,14 +133,14 @@ def style_path_for(output_path: str) -> Path:
 def render_prediction_style(minimum: float, maximum: float) -> str:
     """Render the pseudocolour QML template for the value range ``[minimum, maximum]``.
 
-    A degenerate range (``minimum == maximum``) is widened by one unit
+    A degenerate range (``minimum == maximum``) is widened to one unit
     around the value, so that the ramp stays valid.
     """
     if not maximum > minimum:
         minimum, maximum = minimum - 0.5, maximum + 0.5
     positions = np.linspace(0.0, 1.0, len(RAMP_COLORS))
     items = []
-    for position, (red, green, blue) in zip(positions, RAMP_COLORS):
+    for position, (red, green, blue) in zip(positions, RAMP_COLORS, strict=True):
         value = minimum + position * (maximum - minimum)
         items.append(
             f'          <item alpha="255" value="{value:.10g}" label="{value:.4g}" '
@@ -144,7 +148,7 @@ def render_prediction_style(minimum: float, maximum: float) -> str:
         )
     stops = ":".join(
         f"{position:g};{red},{green},{blue},255"
-        for position, (red, green, blue) in zip(positions[1:-1], RAMP_COLORS[1:-1])
+        for position, (red, green, blue) in zip(positions[1:-1], RAMP_COLORS[1:-1], strict=True)
     )
     template = Template(STYLE_TEMPLATE.read_text(encoding="utf-8"))
     return template.substitute(

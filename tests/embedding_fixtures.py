@@ -20,7 +20,9 @@ SEASONS = ("spring", "summer", "autumn", "winter")
 STATISTICS_FINGERPRINT = "5e1f0c3a9b7d2e48"
 
 
-def patch_statistics(location: Path, patch_size_px: int, seasons: tuple[str, ...] = SEASONS) -> np.ndarray:
+def patch_statistics(
+    location: Path, patch_size_px: int, seasons: tuple[str, ...] = SEASONS
+) -> np.ndarray:
     """Return ``(rows, cols, bands)`` per-patch band means and standard deviations.
 
     Bands are ordered season by season, each season's S2 band means first and
@@ -38,7 +40,9 @@ def patch_statistics(location: Path, patch_size_px: int, seasons: tuple[str, ...
         bands, rows_px, cols_px = values.shape
         rows, cols = rows_px // patch_size_px, cols_px // patch_size_px
         cut = values[:, : rows * patch_size_px, : cols * patch_size_px]
-        windows = cut.reshape(bands, rows, patch_size_px, cols, patch_size_px).transpose(1, 3, 0, 2, 4)
+        windows = cut.reshape(bands, rows, patch_size_px, cols, patch_size_px).transpose(
+            1, 3, 0, 2, 4
+        )
         windows = windows.reshape(rows, cols, bands, -1)
         valid_fraction = np.isfinite(windows[:, :, 0, :]).mean(axis=-1)
         valid = valid_fraction >= 0.5
@@ -93,7 +97,10 @@ def write_embedding_raster(
             contract.STRIDE_KEY: str(stride_px),
             contract.GRID_PIXEL_SIZE_KEY: repr(float(pixel_width)),
             contract.PROVENANCE_KEY: json.dumps(
-                {"encoder": "per-patch S2 band mean and standard deviation (test helper)", "reference": str(reference)}
+                {
+                    "encoder": "per-patch S2 band mean and standard deviation (test helper)",
+                    "reference": str(reference),
+                }
             ),
         }
     )
@@ -104,4 +111,6 @@ def write_embedding_raster(
 def statistics_embedding(location: Path, path: Path, patch_size_px: int = 4, **options) -> Path:  # noqa: ANN003
     """Write the per-patch statistics embedding of a WorldCereal location to ``path``."""
     features = patch_statistics(location, patch_size_px)
-    return write_embedding_raster(path, features, location / "s2l2a_summer.tif", patch_size_px, **options)
+    return write_embedding_raster(
+        path, features, location / "s2l2a_summer.tif", patch_size_px, **options
+    )

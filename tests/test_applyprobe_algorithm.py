@@ -32,7 +32,12 @@ def features_a(worldcereal_a: Path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def cropland_probe(processing, tmp_path_factory: pytest.TempPathFactory, worldcereal_a: Path, features_a: np.ndarray) -> Path:
+def cropland_probe(
+    processing,
+    tmp_path_factory: pytest.TempPathFactory,
+    worldcereal_a: Path,
+    features_a: np.ndarray,
+) -> Path:
     """A cropland-fraction probe (land-cover code 11) trained on location A."""
     folder = tmp_path_factory.mktemp("cropland_probe")
     embedding = write_embedding_raster(
@@ -58,7 +63,9 @@ def embedding_with_nodata(tmp_path: Path, worldcereal_a: Path, features_a: np.nd
     """Location A's embedding with a block of skipped (all-NaN) patches."""
     features = features_a.copy()
     features[NODATA_ROWS, NODATA_COLS] = np.nan
-    return write_embedding_raster(tmp_path / "embedding.tif", features, worldcereal_a / "s2l2a_summer.tif", PATCH_SIZE_PX)
+    return write_embedding_raster(
+        tmp_path / "embedding.tif", features, worldcereal_a / "s2l2a_summer.tif", PATCH_SIZE_PX
+    )
 
 
 def _assert_no_output(folder: Path, name: str = "prediction") -> None:
@@ -67,11 +74,21 @@ def _assert_no_output(folder: Path, name: str = "prediction") -> None:
     assert list(folder.glob(".*partial*")) == []
 
 
-def test_cropland_prediction_raster(processing, tmp_path: Path, cropland_probe: Path, embedding_with_nodata: Path, worldcereal_a: Path):
+def test_cropland_prediction_raster(
+    processing,
+    tmp_path: Path,
+    cropland_probe: Path,
+    embedding_with_nodata: Path,
+    worldcereal_a: Path,
+):
     output = tmp_path / "prediction.tif"
     results = processing.run(
         "fusedeo:applyprobe",
-        {"EMBEDDINGS": str(embedding_with_nodata), "PROBE": str(cropland_probe), "OUTPUT": str(output)},
+        {
+            "EMBEDDINGS": str(embedding_with_nodata),
+            "PROBE": str(cropland_probe),
+            "OUTPUT": str(output),
+        },
     )
     assert results["OUTPUT"] == str(output)
 
@@ -112,7 +129,9 @@ def test_cropland_prediction_raster(processing, tmp_path: Path, cropland_probe: 
 
     # The map follows the real cropland fraction it was trained on.
     landcover = gdal.Open(str(worldcereal_a / "landcover.tif")).ReadAsArray()
-    fraction = (landcover.reshape(16, 4, 16, 4).transpose(0, 2, 1, 3).reshape(16, 16, 16) == 11).mean(axis=-1)
+    fraction = (
+        landcover.reshape(16, 4, 16, 4).transpose(0, 2, 1, 3).reshape(16, 16, 16) == 11
+    ).mean(axis=-1)
     assert np.corrcoef(values[~nodata], fraction[~nodata])[0, 1] > 0.9
 
     # Pixel values are the probe's onnxruntime output for each embedding.
@@ -122,11 +141,17 @@ def test_cropland_prediction_raster(processing, tmp_path: Path, cropland_probe: 
     np.testing.assert_allclose(values[~nodata], expected, rtol=1e-6, atol=1e-6)
 
 
-def test_sidecar_style_applies_on_load(processing, tmp_path: Path, cropland_probe: Path, embedding_with_nodata: Path):
+def test_sidecar_style_applies_on_load(
+    processing, tmp_path: Path, cropland_probe: Path, embedding_with_nodata: Path
+):
     output = tmp_path / "prediction.tif"
     processing.run(
         "fusedeo:applyprobe",
-        {"EMBEDDINGS": str(embedding_with_nodata), "PROBE": str(cropland_probe), "OUTPUT": str(output)},
+        {
+            "EMBEDDINGS": str(embedding_with_nodata),
+            "PROBE": str(cropland_probe),
+            "OUTPUT": str(output),
+        },
     )
     style = tmp_path / "prediction.qml"
     assert style.is_file()
@@ -140,12 +165,16 @@ def test_sidecar_style_applies_on_load(processing, tmp_path: Path, cropland_prob
     assert len(shader.colorRampItemList()) == 5
 
 
-def test_processing_styles_loaded_layer(processing, tmp_path: Path, cropland_probe: Path, embedding_with_nodata: Path):
+def test_processing_styles_loaded_layer(
+    processing, tmp_path: Path, cropland_probe: Path, embedding_with_nodata: Path
+):
     output = str(tmp_path / "prediction.tif")
     project = QgsProject()
     context = QgsProcessingContext()
     context.setProject(project)
-    context.addLayerToLoadOnCompletion(output, QgsProcessingContext.LayerDetails("Predictions", project, "OUTPUT"))
+    context.addLayerToLoadOnCompletion(
+        output, QgsProcessingContext.LayerDetails("Predictions", project, "OUTPUT")
+    )
     feedback = RecordingFeedback()
     processing.run(
         "fusedeo:applyprobe",
@@ -167,11 +196,18 @@ def test_processing_styles_loaded_layer(processing, tmp_path: Path, cropland_pro
     assert layer.renderer().type() == "singlebandpseudocolor"
 
 
-def test_apply_to_other_location(processing, tmp_path: Path, cropland_probe: Path, worldcereal_b: Path):
+def test_apply_to_other_location(
+    processing, tmp_path: Path, cropland_probe: Path, worldcereal_b: Path
+):
     features = patch_statistics(worldcereal_b, PATCH_SIZE_PX)
-    embedding = write_embedding_raster(tmp_path / "embedding_b.tif", features, worldcereal_b / "s2l2a_summer.tif", PATCH_SIZE_PX)
+    embedding = write_embedding_raster(
+        tmp_path / "embedding_b.tif", features, worldcereal_b / "s2l2a_summer.tif", PATCH_SIZE_PX
+    )
     output = tmp_path / "prediction_b.tif"
-    processing.run("fusedeo:applyprobe", {"EMBEDDINGS": str(embedding), "PROBE": str(cropland_probe), "OUTPUT": str(output)})
+    processing.run(
+        "fusedeo:applyprobe",
+        {"EMBEDDINGS": str(embedding), "PROBE": str(cropland_probe), "OUTPUT": str(output)},
+    )
     prediction = gdal.Open(str(output))
     assert prediction.GetGeoTransform() == (574680.0, 40.0, 0.0, 5622440.0, 0.0, -40.0)
     values = prediction.GetRasterBand(1).ReadAsArray()
@@ -179,46 +215,90 @@ def test_apply_to_other_location(processing, tmp_path: Path, cropland_probe: Pat
     assert values.std() > 0.1
 
 
-def test_width_mismatch_rejected(processing, tmp_path: Path, cropland_probe: Path, worldcereal_a: Path, features_a: np.ndarray):
-    narrow = write_embedding_raster(tmp_path / "narrow.tif", features_a[:, :, :40], worldcereal_a / "s2l2a_summer.tif", PATCH_SIZE_PX)
+def test_width_mismatch_rejected(
+    processing, tmp_path: Path, cropland_probe: Path, worldcereal_a: Path, features_a: np.ndarray
+):
+    narrow = write_embedding_raster(
+        tmp_path / "narrow.tif",
+        features_a[:, :, :40],
+        worldcereal_a / "s2l2a_summer.tif",
+        PATCH_SIZE_PX,
+    )
     with pytest.raises(
-        QgsProcessingException, match=r"PROBE '.*cropland\.onnx' expects embeddings of width 80, but EMBEDDINGS '.*narrow\.tif' has 40 bands"
+        QgsProcessingException,
+        match=r"PROBE '.*cropland\.onnx' expects embeddings of width 80, but EMBEDDINGS '.*narrow\.tif' has 40 bands",
     ):
-        processing.run("fusedeo:applyprobe", {"EMBEDDINGS": str(narrow), "PROBE": str(cropland_probe), "OUTPUT": str(tmp_path / "prediction.tif")})
+        processing.run(
+            "fusedeo:applyprobe",
+            {
+                "EMBEDDINGS": str(narrow),
+                "PROBE": str(cropland_probe),
+                "OUTPUT": str(tmp_path / "prediction.tif"),
+            },
+        )
     _assert_no_output(tmp_path)
 
 
-def test_fingerprint_mismatch_rejected(processing, tmp_path: Path, cropland_probe: Path, worldcereal_a: Path, features_a: np.ndarray):
+def test_fingerprint_mismatch_rejected(
+    processing, tmp_path: Path, cropland_probe: Path, worldcereal_a: Path, features_a: np.ndarray
+):
     other = write_embedding_raster(
-        tmp_path / "other.tif", features_a, worldcereal_a / "s2l2a_summer.tif", PATCH_SIZE_PX, fingerprint="0badc0ffee"
+        tmp_path / "other.tif",
+        features_a,
+        worldcereal_a / "s2l2a_summer.tif",
+        PATCH_SIZE_PX,
+        fingerprint="0badc0ffee",
     )
     with pytest.raises(
         QgsProcessingException,
         match=f"fingerprint {STATISTICS_FINGERPRINT}, but EMBEDDINGS '.*other\\.tif' has fingerprint 0badc0ffee",
     ):
-        processing.run("fusedeo:applyprobe", {"EMBEDDINGS": str(other), "PROBE": str(cropland_probe), "OUTPUT": str(tmp_path / "prediction.tif")})
-    _assert_no_output(tmp_path)
-
-
-def test_corrupt_probe_rejected(processing, tmp_path: Path, cropland_probe: Path, embedding_with_nodata: Path):
-    corrupt = tmp_path / "corrupt.onnx"
-    corrupt.write_bytes(cropland_probe.read_bytes()[: cropland_probe.stat().st_size // 2])
-    with pytest.raises(QgsProcessingException, match=r"PROBE: '.*corrupt\.onnx' is not a valid ONNX file"):
         processing.run(
             "fusedeo:applyprobe",
-            {"EMBEDDINGS": str(embedding_with_nodata), "PROBE": str(corrupt), "OUTPUT": str(tmp_path / "prediction.tif")},
+            {
+                "EMBEDDINGS": str(other),
+                "PROBE": str(cropland_probe),
+                "OUTPUT": str(tmp_path / "prediction.tif"),
+            },
         )
     _assert_no_output(tmp_path)
 
 
-def test_cancel_leaves_no_output(processing, tmp_path: Path, cropland_probe: Path, worldcereal_a: Path, features_a: np.ndarray):
+def test_corrupt_probe_rejected(
+    processing, tmp_path: Path, cropland_probe: Path, embedding_with_nodata: Path
+):
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(cropland_probe.read_bytes()[: cropland_probe.stat().st_size // 2])
+    with pytest.raises(
+        QgsProcessingException, match=r"PROBE: '.*corrupt\.onnx' is not a valid ONNX file"
+    ):
+        processing.run(
+            "fusedeo:applyprobe",
+            {
+                "EMBEDDINGS": str(embedding_with_nodata),
+                "PROBE": str(corrupt),
+                "OUTPUT": str(tmp_path / "prediction.tif"),
+            },
+        )
+    _assert_no_output(tmp_path)
+
+
+def test_cancel_leaves_no_output(
+    processing, tmp_path: Path, cropland_probe: Path, worldcereal_a: Path, features_a: np.ndarray
+):
     # 160 patch rows are three blocks of 64, so the run is cancelled after its first block.
     tall = np.tile(features_a, (10, 1, 1))
-    embedding = write_embedding_raster(tmp_path / "tall.tif", tall, worldcereal_a / "s2l2a_summer.tif", PATCH_SIZE_PX)
+    embedding = write_embedding_raster(
+        tmp_path / "tall.tif", tall, worldcereal_a / "s2l2a_summer.tif", PATCH_SIZE_PX
+    )
     feedback = RecordingFeedback(cancel_after_percent=0.0)
     results = processing.run(
         "fusedeo:applyprobe",
-        {"EMBEDDINGS": str(embedding), "PROBE": str(cropland_probe), "OUTPUT": str(tmp_path / "prediction.tif")},
+        {
+            "EMBEDDINGS": str(embedding),
+            "PROBE": str(cropland_probe),
+            "OUTPUT": str(tmp_path / "prediction.tif"),
+        },
         feedback=feedback,
     )
     assert results == {}
@@ -227,7 +307,9 @@ def test_cancel_leaves_no_output(processing, tmp_path: Path, cropland_probe: Pat
     _assert_no_output(tmp_path)
 
 
-def test_classification_probability_map(processing, tmp_path: Path, embedding_with_nodata: Path, worldcereal_a: Path):
+def test_classification_probability_map(
+    processing, tmp_path: Path, embedding_with_nodata: Path, worldcereal_a: Path
+):
     probe = tmp_path / "mostly_cropland.onnx"
     processing.run(
         "fusedeo:trainprobe",
@@ -242,7 +324,10 @@ def test_classification_probability_map(processing, tmp_path: Path, embedding_wi
         },
     )
     output = tmp_path / "probability.tif"
-    processing.run("fusedeo:applyprobe", {"EMBEDDINGS": str(embedding_with_nodata), "PROBE": str(probe), "OUTPUT": str(output)})
+    processing.run(
+        "fusedeo:applyprobe",
+        {"EMBEDDINGS": str(embedding_with_nodata), "PROBE": str(probe), "OUTPUT": str(output)},
+    )
     prediction = gdal.Open(str(output))
     assert prediction.GetMetadata()["FUSEDEO_PROBE_TASK_TYPE"] == "classification"
     assert prediction.GetRasterBand(1).GetDescription() == "mostly_cropland"

@@ -11,7 +11,11 @@ from osgeo import gdal
 from fusedeo.errors import InputError, LayoutMismatchError, ModelFileError
 from fusedeo.models import probes
 from fusedeo.models.probe_workflow import LabelSource, check_probe_matches, train_probe
-from fusedeo.raster.embedding_raster import open_embedding_raster, read_embedding_values, valid_patch_mask
+from fusedeo.raster.embedding_raster import (
+    open_embedding_raster,
+    read_embedding_values,
+    valid_patch_mask,
+)
 from fusedeo.raster.labels import aggregate_patches, labels_from_raster, parse_class_values
 from fusedeo.reporting import LoggingReporter
 
@@ -85,12 +89,21 @@ def test_onnx_regression_equals_sklearn(tmp_path: Path):
     embeddings = embeddings.astype(np.float32).astype(np.float64)
     probe = probes.fit_probe(embeddings, targets, probes.REGRESSION)
     path = tmp_path / "probe.onnx"
-    probes.export_probe_onnx(probe, str(path), {probes.META_TASK_TYPE: "regression",
-                                                probes.META_LABEL_MIN: "0", probes.META_LABEL_MAX: "1"})
+    probes.export_probe_onnx(
+        probe,
+        str(path),
+        {
+            probes.META_TASK_TYPE: "regression",
+            probes.META_LABEL_MIN: "0",
+            probes.META_LABEL_MAX: "1",
+        },
+    )
     output = _onnx_predict(path, embeddings)
     assert output.shape == (embeddings.shape[0], 1)
     assert output.dtype == np.float32
-    np.testing.assert_allclose(output[:, 0], probe.estimator.predict(embeddings), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        output[:, 0], probe.estimator.predict(embeddings), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_onnx_classification_equals_sklearn(tmp_path: Path):
@@ -99,8 +112,15 @@ def test_onnx_classification_equals_sklearn(tmp_path: Path):
     targets = (values > np.median(values)).astype(np.int64)
     probe = probes.fit_probe(embeddings, targets, probes.CLASSIFICATION)
     path = tmp_path / "probe.onnx"
-    probes.export_probe_onnx(probe, str(path), {probes.META_TASK_TYPE: "classification",
-                                                probes.META_LABEL_MIN: "0", probes.META_LABEL_MAX: "1"})
+    probes.export_probe_onnx(
+        probe,
+        str(path),
+        {
+            probes.META_TASK_TYPE: "classification",
+            probes.META_LABEL_MIN: "0",
+            probes.META_LABEL_MAX: "1",
+        },
+    )
     output = _onnx_predict(path, embeddings)[:, 0]
     expected = probe.estimator.predict_proba(embeddings)[:, 1]
     np.testing.assert_allclose(output, expected, rtol=1e-5, atol=1e-5)
@@ -136,7 +156,9 @@ def test_load_probe_rejects_foreign_onnx(tmp_path: Path):
     )
     path = tmp_path / "relu.onnx"
     save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
-    with pytest.raises(ModelFileError, match=r"relu\.onnx' is an ONNX model but not a FusedEO probe"):
+    with pytest.raises(
+        ModelFileError, match=r"relu\.onnx' is an ONNX model but not a FusedEO probe"
+    ):
         probes.load_probe(str(path))
 
 
@@ -188,14 +210,18 @@ def test_embedding_reader_reads_contract(tmp_path: Path, worldcereal_a: Path):
 
 
 def test_embedding_reader_rejects_plain_geotiff(worldcereal_a: Path):
-    with pytest.raises(InputError, match="EMBEDDINGS: .*landcover.tif' is not a FusedEO embedding raster"):
+    with pytest.raises(
+        InputError, match="EMBEDDINGS: .*landcover.tif' is not a FusedEO embedding raster"
+    ):
         open_embedding_raster(str(worldcereal_a / "landcover.tif"))
 
 
 def test_cropland_fraction_labels_match_landcover(tmp_path: Path, worldcereal_a: Path):
     path = statistics_embedding(worldcereal_a, tmp_path / "embedding.tif", patch_size_px=4)
     raster = open_embedding_raster(str(path))
-    labels = labels_from_raster(str(worldcereal_a / "landcover.tif"), raster, [11], LoggingReporter())
+    labels = labels_from_raster(
+        str(worldcereal_a / "landcover.tif"), raster, [11], LoggingReporter()
+    )
     landcover = gdal.Open(str(worldcereal_a / "landcover.tif")).ReadAsArray()
     windows = landcover.reshape(16, 4, 16, 4).transpose(0, 2, 1, 3).reshape(16, 16, 16)
     expected = (windows == 11).mean(axis=-1)
@@ -208,10 +234,14 @@ def test_label_raster_in_other_crs_is_reprojected(tmp_path: Path, worldcereal_a:
     path = statistics_embedding(worldcereal_a, tmp_path / "embedding.tif", patch_size_px=4)
     raster = open_embedding_raster(str(path))
     warped = tmp_path / "landcover_3857.tif"
-    gdal.Warp(str(warped), str(worldcereal_a / "landcover.tif"), dstSRS="EPSG:3857", resampleAlg="near")
+    gdal.Warp(
+        str(warped), str(worldcereal_a / "landcover.tif"), dstSRS="EPSG:3857", resampleAlg="near"
+    )
     reporter = LoggingReporter()
     labels = labels_from_raster(str(warped), raster, [11], reporter)
-    assert any("reprojected from EPSG:3857 to EPSG:32631" in text for kind, text in reporter.messages)
+    assert any(
+        "reprojected from EPSG:3857 to EPSG:32631" in text for kind, text in reporter.messages
+    )
     assert labels.labelled_count > 200
     values = labels.values[np.isfinite(labels.values)]
     assert values.min() >= 0.0
@@ -221,7 +251,9 @@ def test_label_raster_in_other_crs_is_reprojected(tmp_path: Path, worldcereal_a:
 def test_train_probe_excludes_nodata_patches(tmp_path: Path, worldcereal_a: Path):
     features = patch_statistics(worldcereal_a, 4)
     features[0:2, :] = np.nan  # two rows of skipped patches
-    embedding = write_embedding_raster(tmp_path / "embedding.tif", features, worldcereal_a / "s2l2a_summer.tif", 4)
+    embedding = write_embedding_raster(
+        tmp_path / "embedding.tif", features, worldcereal_a / "s2l2a_summer.tif", 4
+    )
     reporter = LoggingReporter()
     result = train_probe(
         str(embedding),
@@ -233,7 +265,10 @@ def test_train_probe_excludes_nodata_patches(tmp_path: Path, worldcereal_a: Path
         reporter,
     )
     assert result.sample_count == 256 - 32
-    assert ("info", "32 labelled patches were excluded because their embedding is nodata.") in reporter.messages
+    assert (
+        "info",
+        "32 labelled patches were excluded because their embedding is nodata.",
+    ) in reporter.messages
     assert result.skill.mean > 0.5
 
 
@@ -243,8 +278,13 @@ def test_probe_fingerprint_and_width_checks(tmp_path: Path, worldcereal_a: Path)
     matching = probes.ProbeInfo("p.onnx", 80, {probes.META_FINGERPRINT: raster.fingerprint})
     check_probe_matches(matching, raster)
     narrow = probes.ProbeInfo("p.onnx", 64, {probes.META_FINGERPRINT: raster.fingerprint})
-    with pytest.raises(LayoutMismatchError, match="expects embeddings of width 64, but EMBEDDINGS .* has 80 bands"):
+    with pytest.raises(
+        LayoutMismatchError, match="expects embeddings of width 64, but EMBEDDINGS .* has 80 bands"
+    ):
         check_probe_matches(narrow, raster)
     other = probes.ProbeInfo("p.onnx", 80, {probes.META_FINGERPRINT: "abc123"})
-    with pytest.raises(LayoutMismatchError, match=f"fingerprint abc123, but EMBEDDINGS .* has fingerprint {raster.fingerprint}"):
+    with pytest.raises(
+        LayoutMismatchError,
+        match=f"fingerprint abc123, but EMBEDDINGS .* has fingerprint {raster.fingerprint}",
+    ):
         check_probe_matches(other, raster)

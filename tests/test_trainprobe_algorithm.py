@@ -20,7 +20,9 @@ PATCH_SIZE_PX = 4
 def embedding_a(tmp_path_factory: pytest.TempPathFactory, worldcereal_a: Path) -> Path:
     """Per-patch S2 statistics of location A, 16 x 16 patches of 4 px, 80 bands."""
     folder = tmp_path_factory.mktemp("embedding_a")
-    return statistics_embedding(worldcereal_a, folder / "embedding_a.tif", patch_size_px=PATCH_SIZE_PX)
+    return statistics_embedding(
+        worldcereal_a, folder / "embedding_a.tif", patch_size_px=PATCH_SIZE_PX
+    )
 
 
 def _cropland_fraction(location: Path) -> np.ndarray:
@@ -35,7 +37,10 @@ def _metadata(path: Path) -> dict[str, str]:
 
 
 def _outputs(tmp_path: Path) -> dict[str, str]:
-    return {"OUTPUT_PROBE": str(tmp_path / "probe.onnx"), "OUTPUT_REPORT": str(tmp_path / "report.html")}
+    return {
+        "OUTPUT_PROBE": str(tmp_path / "probe.onnx"),
+        "OUTPUT_REPORT": str(tmp_path / "report.html"),
+    }
 
 
 def _assert_no_outputs(tmp_path: Path) -> None:
@@ -44,7 +49,9 @@ def _assert_no_outputs(tmp_path: Path) -> None:
     assert list(tmp_path.glob(".*partial*")) == []
 
 
-def _write_vector(path: Path, epsg: int, geometries_utm: list[ogr.Geometry], values: list[float]) -> Path:
+def _write_vector(
+    path: Path, epsg: int, geometries_utm: list[ogr.Geometry], values: list[float]
+) -> Path:
     """Write geometries given in EPSG:32631 to a GeoPackage in ``epsg`` with a field ``label``."""
     source = osr.SpatialReference()
     source.ImportFromEPSG(32631)
@@ -58,7 +65,7 @@ def _write_vector(path: Path, epsg: int, geometries_utm: list[ogr.Geometry], val
     layer = dataset.CreateLayer("labels", srs=target, geom_type=geometry_type)
     layer.CreateField(ogr.FieldDefn("label", ogr.OFTReal))
     layer.CreateField(ogr.FieldDefn("name", ogr.OFTString))
-    for geometry, value in zip(geometries_utm, values):
+    for geometry, value in zip(geometries_utm, values, strict=True):
         feature = ogr.Feature(layer.GetLayerDefn())
         moved = geometry.Clone()
         moved.Transform(transform)
@@ -78,7 +85,13 @@ def _point(x: float, y: float) -> ogr.Geometry:
 
 def _square(left: float, top: float, size: float) -> ogr.Geometry:
     ring = ogr.Geometry(ogr.wkbLinearRing)
-    for x, y in ((left, top), (left + size, top), (left + size, top - size), (left, top - size), (left, top)):
+    for x, y in (
+        (left, top),
+        (left + size, top),
+        (left + size, top - size),
+        (left, top - size),
+        (left, top),
+    ):
         ring.AddPoint_2D(x, y)
     polygon = ogr.Geometry(ogr.wkbPolygon)
     polygon.AddGeometry(ring)
@@ -89,7 +102,9 @@ def _square(left: float, top: float, size: float) -> ogr.Geometry:
 ORIGIN_X, ORIGIN_Y, CELL_M = 501360.0, 5629680.0, 40.0
 
 
-def test_cropland_fraction_probe(processing, tmp_path: Path, embedding_a: Path, worldcereal_a: Path):
+def test_cropland_fraction_probe(
+    processing, tmp_path: Path, embedding_a: Path, worldcereal_a: Path
+):
     feedback = RecordingFeedback()
     results = processing.run(
         "fusedeo:trainprobe",
@@ -137,7 +152,9 @@ def test_cropland_fraction_probe(processing, tmp_path: Path, embedding_a: Path, 
     assert "256 samples were used." in json.loads(metadata["decisions"])
 
 
-def test_probe_onnx_matches_sklearn_refit(processing, tmp_path: Path, embedding_a: Path, worldcereal_a: Path):
+def test_probe_onnx_matches_sklearn_refit(
+    processing, tmp_path: Path, embedding_a: Path, worldcereal_a: Path
+):
     from fusedeo.models import probes
     from fusedeo.raster.embedding_raster import open_embedding_raster, read_embedding_values
 
@@ -151,7 +168,11 @@ def test_probe_onnx_matches_sklearn_refit(processing, tmp_path: Path, embedding_
             **_outputs(tmp_path),
         },
     )
-    features = read_embedding_values(open_embedding_raster(str(embedding_a))).reshape(-1, 80).astype(np.float64)
+    features = (
+        read_embedding_values(open_embedding_raster(str(embedding_a)))
+        .reshape(-1, 80)
+        .astype(np.float64)
+    )
     targets = _cropland_fraction(worldcereal_a).reshape(-1)
     reference = probes.fit_probe(features, targets, probes.REGRESSION)
     session = probes.onnx_session(str(tmp_path / "probe.onnx"))
@@ -179,11 +200,17 @@ def test_classification_probe(processing, tmp_path: Path, embedding_a: Path, wor
     assert float(metadata["skill_mean"]) > 0.7
     assert metadata["regularisation"].startswith("C=")
     decisions = json.loads(metadata["decisions"])
-    assert any(text.startswith("A patch is class 1 when its label is at least 0.5") for text in decisions)
-    assert [node.op_type for node in onnx.load(str(tmp_path / "probe.onnx")).graph.node][-2] == "Sigmoid"
+    assert any(
+        text.startswith("A patch is class 1 when its label is at least 0.5") for text in decisions
+    )
+    assert [node.op_type for node in onnx.load(str(tmp_path / "probe.onnx")).graph.node][
+        -2
+    ] == "Sigmoid"
 
 
-def test_point_labels_in_other_crs(processing, tmp_path: Path, embedding_a: Path, worldcereal_a: Path):
+def test_point_labels_in_other_crs(
+    processing, tmp_path: Path, embedding_a: Path, worldcereal_a: Path
+):
     fraction = _cropland_fraction(worldcereal_a)
     points, values = [], []
     for row in range(0, 16, 2):
@@ -217,10 +244,14 @@ def test_point_labels_in_other_crs(processing, tmp_path: Path, embedding_a: Path
     assert any("reprojected from EPSG:4326 to EPSG:32631" in text for text in decisions)
     assert any("1 patch(es) hold several points" in text for text in decisions)
     assert any("reprojected from EPSG:4326" in warning for warning in feedback.warnings)
-    assert float(metadata["label_max"]) == pytest.approx(max(values[:-1] + [float(fraction[0, 0]) + 0.25]))
+    assert float(metadata["label_max"]) == pytest.approx(
+        max(values[:-1] + [float(fraction[0, 0]) + 0.25])
+    )
 
 
-def test_polygon_labels_in_other_crs(processing, tmp_path: Path, embedding_a: Path, worldcereal_a: Path):
+def test_polygon_labels_in_other_crs(
+    processing, tmp_path: Path, embedding_a: Path, worldcereal_a: Path
+):
     fraction = _cropland_fraction(worldcereal_a)
     polygons, values = [], []
     # Sixteen squares of 2 x 2 patches, two patches apart: 64 covered patches.
@@ -242,13 +273,20 @@ def test_polygon_labels_in_other_crs(processing, tmp_path: Path, embedding_a: Pa
     )
     metadata = _metadata(tmp_path / "probe.onnx")
     assert metadata["sample_count"] == str(len(polygons) * 4)
-    assert any("reprojected from EPSG:3857 to EPSG:32631" in text for text in json.loads(metadata["decisions"]))
+    assert any(
+        "reprojected from EPSG:3857 to EPSG:32631" in text
+        for text in json.loads(metadata["decisions"])
+    )
     assert float(metadata["label_min"]) == pytest.approx(min(values))
     assert float(metadata["label_max"]) == pytest.approx(max(values))
 
 
-def test_both_label_inputs_rejected(processing, tmp_path: Path, embedding_a: Path, worldcereal_a: Path):
-    vector = _write_vector(tmp_path / "points.gpkg", 32631, [_point(ORIGIN_X + 20, ORIGIN_Y - 20)], [1.0])
+def test_both_label_inputs_rejected(
+    processing, tmp_path: Path, embedding_a: Path, worldcereal_a: Path
+):
+    vector = _write_vector(
+        tmp_path / "points.gpkg", 32631, [_point(ORIGIN_X + 20, ORIGIN_Y - 20)], [1.0]
+    )
     parameters = {
         "EMBEDDINGS": str(embedding_a),
         "LABELS_RASTER": str(worldcereal_a / "landcover.tif"),
@@ -257,18 +295,24 @@ def test_both_label_inputs_rejected(processing, tmp_path: Path, embedding_a: Pat
         "FIELD": "label",
         **_outputs(tmp_path),
     }
-    with pytest.raises(QgsProcessingException, match="LABELS_RASTER and LABELS_VECTOR are both set"):
+    with pytest.raises(
+        QgsProcessingException, match="LABELS_RASTER and LABELS_VECTOR are both set"
+    ):
         processing.run("fusedeo:trainprobe", parameters)
     _assert_no_outputs(tmp_path)
 
 
 def test_no_label_input_rejected(processing, tmp_path: Path, embedding_a: Path):
-    with pytest.raises(QgsProcessingException, match="Neither LABELS_RASTER nor LABELS_VECTOR is set"):
+    with pytest.raises(
+        QgsProcessingException, match="Neither LABELS_RASTER nor LABELS_VECTOR is set"
+    ):
         processing.run("fusedeo:trainprobe", {"EMBEDDINGS": str(embedding_a), **_outputs(tmp_path)})
     _assert_no_outputs(tmp_path)
 
 
-def test_non_binary_classification_raster(processing, tmp_path: Path, embedding_a: Path, worldcereal_a: Path):
+def test_non_binary_classification_raster(
+    processing, tmp_path: Path, embedding_a: Path, worldcereal_a: Path
+):
     parameters = {
         "EMBEDDINGS": str(embedding_a),
         "LABELS_RASTER": str(worldcereal_a / "landcover.tif"),
@@ -286,7 +330,9 @@ def test_non_binary_classification_raster(processing, tmp_path: Path, embedding_
 
 def test_non_binary_classification_field(processing, tmp_path: Path, embedding_a: Path):
     points = [_point(ORIGIN_X + 20 + 40 * i, ORIGIN_Y - 20) for i in range(12)]
-    vector = _write_vector(tmp_path / "points.gpkg", 32631, points, [float(i % 3) for i in range(12)])
+    vector = _write_vector(
+        tmp_path / "points.gpkg", 32631, points, [float(i % 3) for i in range(12)]
+    )
     parameters = {
         "EMBEDDINGS": str(embedding_a),
         "LABELS_VECTOR": str(vector),
@@ -294,7 +340,9 @@ def test_non_binary_classification_field(processing, tmp_path: Path, embedding_a
         "TASK": "classification",
         **_outputs(tmp_path),
     }
-    with pytest.raises(QgsProcessingException, match=r"field 'label' of LABELS_VECTOR .*points.gpkg.* contains 2"):
+    with pytest.raises(
+        QgsProcessingException, match=r"field 'label' of LABELS_VECTOR .*points.gpkg.* contains 2"
+    ):
         processing.run("fusedeo:trainprobe", parameters)
     _assert_no_outputs(tmp_path)
 
@@ -308,19 +356,26 @@ def test_too_few_samples(processing, tmp_path: Path, embedding_a: Path):
         "FIELD": "label",
         **_outputs(tmp_path),
     }
-    with pytest.raises(QgsProcessingException, match="Only 6 labelled patches with valid embeddings were found; MIN_SAMPLES is 10"):
+    with pytest.raises(
+        QgsProcessingException,
+        match="Only 6 labelled patches with valid embeddings were found; MIN_SAMPLES is 10",
+    ):
         processing.run("fusedeo:trainprobe", parameters)
     _assert_no_outputs(tmp_path)
 
 
 def test_text_field_rejected(processing, tmp_path: Path, embedding_a: Path):
-    vector = _write_vector(tmp_path / "points.gpkg", 32631, [_point(ORIGIN_X + 20, ORIGIN_Y - 20)], [1.0])
+    vector = _write_vector(
+        tmp_path / "points.gpkg", 32631, [_point(ORIGIN_X + 20, ORIGIN_Y - 20)], [1.0]
+    )
     parameters = {
         "EMBEDDINGS": str(embedding_a),
         "LABELS_VECTOR": str(vector),
         "FIELD": "name",
         **_outputs(tmp_path),
     }
-    with pytest.raises(QgsProcessingException, match="FIELD: 'name' of LABELS_VECTOR .* is of type String"):
+    with pytest.raises(
+        QgsProcessingException, match="FIELD: 'name' of LABELS_VECTOR .* is of type String"
+    ):
         processing.run("fusedeo:trainprobe", parameters)
     _assert_no_outputs(tmp_path)

@@ -79,15 +79,22 @@ class ApplyProbeAlgorithm(FusedEOAlgorithm):
         PROBE: ("Probe", "ONNX probe written by Train linear probe."),
         OUTPUT: (
             "Predictions",
-            "GeoTIFF of predictions in label units (probability of class 1 for classification), with a .qml style beside it.",
+            "GeoTIFF of predictions in label units (probability of class 1 for classification), "
+            "with a .qml style beside it.",
         ),
     }
 
     def initAlgorithm(self, configuration: dict[str, Any] | None = None) -> None:  # noqa: N802 (QGIS API)
         """Declare the parameters."""
-        self.addParameter(QgsProcessingParameterRasterLayer(self.EMBEDDINGS, self.label(self.EMBEDDINGS)))
-        self.addParameter(QgsProcessingParameterFile(self.PROBE, self.label(self.PROBE), extension="onnx"))
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.label(self.OUTPUT)))
+        self.addParameter(
+            QgsProcessingParameterRasterLayer(self.EMBEDDINGS, self.label(self.EMBEDDINGS))
+        )
+        self.addParameter(
+            QgsProcessingParameterFile(self.PROBE, self.label(self.PROBE), extension="onnx")
+        )
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(self.OUTPUT, self.label(self.OUTPUT))
+        )
 
     def checkParameterValues(  # noqa: N802 (QGIS API)
         self, parameters: dict[str, Any], context: QgsProcessingContext
@@ -110,7 +117,10 @@ class ApplyProbeAlgorithm(FusedEOAlgorithm):
         return True, ""
 
     def processAlgorithm(  # noqa: N802 (QGIS API)
-        self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
     ) -> dict[str, Any]:
         """Write the prediction raster and its style."""
         embeddings = self.parameterAsRasterLayer(parameters, self.EMBEDDINGS, context)
@@ -122,7 +132,9 @@ class ApplyProbeAlgorithm(FusedEOAlgorithm):
 
         # A cancel is an outcome, not a failure: the core has removed the partial file.
         try:
-            result = self.run_core(apply_probe, embeddings_path, probe_path, output_path, FeedbackReporter(feedback))
+            result = self.run_core(
+                apply_probe, embeddings_path, probe_path, output_path, FeedbackReporter(feedback)
+            )
         except QgsProcessingException as err:
             if isinstance(err.__cause__, RunCancelledError):
                 feedback.pushWarning(str(err))
@@ -133,7 +145,9 @@ class ApplyProbeAlgorithm(FusedEOAlgorithm):
         if context.willLoadLayerOnCompletion(output_path):
             details = context.layerToLoadOnCompletionDetails(output_path)
             details.name = result.probe.task_name
-            post_processor = PredictionStylePostProcessor(str(style_path_for(output_path)), output_path)
+            post_processor = PredictionStylePostProcessor(
+                str(style_path_for(output_path)), output_path
+            )
             _POST_PROCESSORS[output_path] = post_processor
             details.setPostProcessor(post_processor)
         return {self.OUTPUT: result.output_path}

@@ -95,20 +95,29 @@ class TrainProbeAlgorithm(FusedEOAlgorithm):
         ),
         MIN_SAMPLES: (
             "Minimum number of samples",
-            "Fewest labelled patches with valid embeddings accepted; fewer is an error.",
+            "Minimum number of labelled patches with valid embeddings; fewer is an error.",
         ),
         OUTPUT_PROBE: ("Probe", "ONNX file of the probe, for Apply linear probe."),
-        OUTPUT_REPORT: ("Report", "HTML report with the skill numbers and a predicted-against-true plot."),
+        OUTPUT_REPORT: (
+            "Report",
+            "HTML report with the skill numbers and a predicted-against-true plot.",
+        ),
     }
 
     def initAlgorithm(self, configuration: dict[str, Any] | None = None) -> None:  # noqa: N802 (QGIS API)
         """Declare the parameters."""
-        self.addParameter(QgsProcessingParameterRasterLayer(self.EMBEDDINGS, self.label(self.EMBEDDINGS)))
         self.addParameter(
-            QgsProcessingParameterRasterLayer(self.LABELS_RASTER, self.label(self.LABELS_RASTER), optional=True)
+            QgsProcessingParameterRasterLayer(self.EMBEDDINGS, self.label(self.EMBEDDINGS))
         )
         self.addParameter(
-            QgsProcessingParameterString(self.CLASS_VALUES, self.label(self.CLASS_VALUES), optional=True)
+            QgsProcessingParameterRasterLayer(
+                self.LABELS_RASTER, self.label(self.LABELS_RASTER), optional=True
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterString(
+                self.CLASS_VALUES, self.label(self.CLASS_VALUES), optional=True
+            )
         )
         self.addParameter(
             QgsProcessingParameterVectorLayer(
@@ -129,10 +138,18 @@ class TrainProbeAlgorithm(FusedEOAlgorithm):
         )
         self.addParameter(
             QgsProcessingParameterEnum(
-                self.TASK, self.label(self.TASK), options=list(TASKS), defaultValue=TASKS[0], usesStaticStrings=True
+                self.TASK,
+                self.label(self.TASK),
+                options=list(TASKS),
+                defaultValue=TASKS[0],
+                usesStaticStrings=True,
             )
         )
-        self.addParameter(QgsProcessingParameterString(self.TASK_NAME, self.label(self.TASK_NAME), defaultValue="probe"))
+        self.addParameter(
+            QgsProcessingParameterString(
+                self.TASK_NAME, self.label(self.TASK_NAME), defaultValue="probe"
+            )
+        )
         min_samples = QgsProcessingParameterNumber(
             self.MIN_SAMPLES,
             self.label(self.MIN_SAMPLES),
@@ -186,7 +203,10 @@ class TrainProbeAlgorithm(FusedEOAlgorithm):
         )
 
     def processAlgorithm(  # noqa: N802 (QGIS API)
-        self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
     ) -> dict[str, Any]:
         """Train the probe and write the ONNX file and the report."""
         embeddings = self.parameterAsRasterLayer(parameters, self.EMBEDDINGS, context)
@@ -204,7 +224,14 @@ class TrainProbeAlgorithm(FusedEOAlgorithm):
         reporter = FeedbackReporter(feedback)
         try:
             result = self.run_core(
-                train_probe, embeddings_path, source, task, task_name, probe_path, report_path, reporter,
+                train_probe,
+                embeddings_path,
+                source,
+                task,
+                task_name,
+                probe_path,
+                report_path,
+                reporter,
                 min_samples=min_samples,
             )
         except QgsProcessingException as err:
@@ -212,7 +239,9 @@ class TrainProbeAlgorithm(FusedEOAlgorithm):
                 feedback.pushWarning(str(err))
                 return {}
             raise
-        feedback.pushInfo(self.tr("Probe written to {}; report written to {}.").format(
-            result.probe_path, result.report_path
-        ))
+        feedback.pushInfo(
+            self.tr("Probe written to {}; report written to {}.").format(
+                result.probe_path, result.report_path
+            )
+        )
         return {self.OUTPUT_PROBE: result.probe_path, self.OUTPUT_REPORT: result.report_path}
