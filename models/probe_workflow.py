@@ -87,6 +87,11 @@ class LabelSource:
                 "Neither LABELS_RASTER nor LABELS_VECTOR is set; give exactly one of them "
                 "(a label raster, or a vector layer with FIELD)."
             )
+        if self.vector_path and self.class_values:
+            raise InputError(
+                "CLASS_VALUES applies to LABELS_RASTER only; with LABELS_VECTOR the label is the "
+                "numeric FIELD. Clear CLASS_VALUES, or recode the field to 0/1 for classification."
+            )
         if self.vector_path and not self.field_name:
             raise InputError(
                 "FIELD is empty; LABELS_VECTOR needs the name of its numeric label field."

@@ -379,3 +379,53 @@ def test_text_field_rejected(processing, tmp_path: Path, embedding_a: Path):
     ):
         processing.run("fusedeo:trainprobe", parameters)
     _assert_no_outputs(tmp_path)
+
+
+def test_class_values_with_vector_rejected(processing, tmp_path: Path, embedding_a: Path):
+    vector = _write_vector(
+        tmp_path / "points.gpkg", 32631, [_point(ORIGIN_X + 20, ORIGIN_Y - 20)], [1.0]
+    )
+    parameters = {
+        "EMBEDDINGS": str(embedding_a),
+        "LABELS_VECTOR": str(vector),
+        "FIELD": "label",
+        "CLASS_VALUES": "11",
+        **_outputs(tmp_path),
+    }
+    with pytest.raises(QgsProcessingException, match="CLASS_VALUES applies to LABELS_RASTER only"):
+        processing.run("fusedeo:trainprobe", parameters)
+    _assert_no_outputs(tmp_path)
+
+
+def test_labels_outside_embeddings_rejected(
+    processing, tmp_path: Path, embedding_a: Path, worldcereal_b: Path
+):
+    parameters = {
+        "EMBEDDINGS": str(embedding_a),
+        "LABELS_RASTER": str(worldcereal_b / "landcover.tif"),
+        "CLASS_VALUES": "11",
+        **_outputs(tmp_path),
+    }
+    with pytest.raises(
+        QgsProcessingException,
+        match=r"LABELS_RASTER: no patch of the embedding raster has a label from '.*0000280849BAC91C",
+    ):
+        processing.run("fusedeo:trainprobe", parameters)
+    _assert_no_outputs(tmp_path)
+
+
+def test_cancel_leaves_no_probe(processing, tmp_path: Path, embedding_a: Path, worldcereal_a: Path):
+    feedback = RecordingFeedback(cancel_after_percent=10.0)
+    results = processing.run(
+        "fusedeo:trainprobe",
+        {
+            "EMBEDDINGS": str(embedding_a),
+            "LABELS_RASTER": str(worldcereal_a / "landcover.tif"),
+            "CLASS_VALUES": "11",
+            **_outputs(tmp_path),
+        },
+        feedback=feedback,
+    )
+    assert results == {}
+    assert any("cancelled during cross-validation" in warning for warning in feedback.warnings)
+    _assert_no_outputs(tmp_path)
