@@ -17,6 +17,8 @@ from osgeo import gdal
 from fusedeo.raster import embedding_raster as contract
 
 SEASONS = ("spring", "summer", "autumn", "winter")
+# The statistics have no fitted parts, so every location shares one embedding
+# space and one fixed fingerprint.
 STATISTICS_FINGERPRINT = "5e1f0c3a9b7d2e48"
 
 

@@ -338,3 +338,67 @@ def test_classification_probability_map(
     assert values[valid].max() <= 1.0
     assert (values[valid] < 0.1).any()
     assert (values[valid] > 0.9).any()
+
+
+def _probe_chain_model():  # noqa: ANN202 (QgsProcessingModelAlgorithm)
+    """Build the graphical model trainprobe -> applyprobe, as a user would in the modeler."""
+    from qgis.core import (
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelChildParameterSource,
+        QgsProcessingModelOutput,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterRasterLayer,
+    )
+
+    model = QgsProcessingModelAlgorithm("probe chain", "FusedEO tests")
+    for name in ("embeddings", "labels"):
+        model.addModelParameter(
+            QgsProcessingParameterRasterLayer(name, name), QgsProcessingModelParameter(name)
+        )
+    static = QgsProcessingModelChildParameterSource.fromStaticValue
+    from_input = QgsProcessingModelChildParameterSource.fromModelParameter
+
+    train = QgsProcessingModelChildAlgorithm("fusedeo:trainprobe")
+    train.setChildId("train")
+    train.addParameterSources("EMBEDDINGS", [from_input("embeddings")])
+    train.addParameterSources("LABELS_RASTER", [from_input("labels")])
+    train.addParameterSources("CLASS_VALUES", [static("11")])
+    train.addParameterSources("TASK", [static("regression")])
+    train.addParameterSources("TASK_NAME", [static("cropland_fraction")])
+    train.addParameterSources("MIN_SAMPLES", [static(10)])
+    model.addChildAlgorithm(train)
+
+    apply = QgsProcessingModelChildAlgorithm("fusedeo:applyprobe")
+    apply.setChildId("apply")
+    apply.addParameterSources("EMBEDDINGS", [from_input("embeddings")])
+    apply.addParameterSources(
+        "PROBE", [QgsProcessingModelChildParameterSource.fromChildOutput("train", "OUTPUT_PROBE")]
+    )
+    output = QgsProcessingModelOutput("prediction")
+    output.setChildId("apply")
+    output.setChildOutputName("OUTPUT")
+    apply.setModelOutputs({"prediction": output})
+    model.addChildAlgorithm(apply)
+    return model
+
+
+def test_train_apply_graphical_model(
+    processing, tmp_path: Path, embedding_with_nodata: Path, worldcereal_a: Path
+):
+    model = _probe_chain_model()
+    output = tmp_path / "model_prediction.tif"
+    results = processing.run(
+        model,
+        {
+            "embeddings": str(embedding_with_nodata),
+            "labels": str(worldcereal_a / "landcover.tif"),
+            "apply:prediction": str(output),
+        },
+    )
+    assert results["apply:prediction"] == str(output)
+    prediction = gdal.Open(str(output))
+    assert prediction.GetRasterBand(1).GetDescription() == "cropland_fraction"
+    values = prediction.GetRasterBand(1).ReadAsArray()
+    assert np.isfinite(values).sum() == 256 - 12
+    assert (tmp_path / "model_prediction.qml").is_file()
