@@ -178,9 +178,10 @@ def labels_from_raster(
 ) -> PatchLabels:
     """Aggregate a label raster (band 1) onto the patches of ``embedding``.
 
-    The raster is warped onto the target grid of the embedding raster: nearest
-    neighbour for class codes (``class_values`` given), bilinear for
-    continuous labels. Reading goes by blocks of patch rows through a warped
+    The raster is warped onto the target grid of the embedding raster with
+    nearest neighbour for class codes (``class_values`` given). Continuous
+    labels use the average of the source pixels when the source is finer than
+    the grid in the same CRS, and bilinear interpolation otherwise. Reading goes by blocks of patch rows through a warped
     VRT, so the whole label grid is never in memory at once.
 
     Args:
@@ -221,7 +222,7 @@ def labels_from_raster(
             f"{parameter_name}: label raster '{path}' has no CRS; assign one "
             "(Raster > Projections > Assign Projection) and run again."
         )
-    resampling = "near" if class_values is not None else "bilinear"
+    resampling = _resampling_method(source, embedding, class_values)
     decisions.extend(_grid_decisions(source, embedding, resampling, parameter_name))
 
     rows_px, cols_px = embedding.grid_shape_px
@@ -260,6 +261,20 @@ def labels_from_raster(
     )
     _check_overlap(labels, parameter_name)
     return labels
+
+
+def _resampling_method(
+    source: Any, embedding: EmbeddingRaster, class_values: list[int] | None
+) -> str:
+    """Return the GDAL resampling name that carries the labels onto the embedding grid."""
+    if class_values is not None:
+        return "near"
+    same_crs = _srs_from_wkt(source.GetProjection()).IsSame(_srs_from_wkt(embedding.crs_wkt))
+    source_pixel = abs(source.GetGeoTransform()[1])
+    if same_crs and source_pixel < embedding.grid_pixel_size * (1 - 1e-6):
+        # Interpolation would sample one fine pixel per grid pixel; the average uses all.
+        return "average"
+    return "bilinear"
 
 
 def _grid_decisions(

@@ -288,3 +288,22 @@ def test_probe_fingerprint_and_width_checks(tmp_path: Path, worldcereal_a: Path)
         match=f"fingerprint abc123, but EMBEDDINGS .* has fingerprint {raster.fingerprint}",
     ):
         check_probe_matches(other, raster)
+
+
+def test_fine_continuous_labels_are_averaged(tmp_path: Path, worldcereal_a: Path):
+    path = statistics_embedding(worldcereal_a, tmp_path / "embedding.tif", patch_size_px=4)
+    raster = open_embedding_raster(str(path))
+    # A 0/1 cropland raster at 5 m, so each 10 m grid pixel averages four fine pixels.
+    fine = tmp_path / "cropland_5m.tif"
+    landcover = gdal.Open(str(worldcereal_a / "landcover.tif"))
+    gdal.Translate(str(fine), landcover, xRes=5, yRes=5, resampleAlg="near", noData="none")
+    dataset = gdal.Open(str(fine), gdal.GA_Update)
+    values = dataset.ReadAsArray()
+    dataset.GetRasterBand(1).WriteArray((values == 11).astype(values.dtype))
+    dataset = None
+    reporter = LoggingReporter()
+    labels = labels_from_raster(str(fine), raster, None, reporter)
+    assert any("average resampling" in text for kind, text in reporter.messages)
+    expected = labels_from_raster(str(worldcereal_a / "landcover.tif"), raster, [11], reporter)
+    np.testing.assert_allclose(labels.values, expected.values, atol=1e-6)
+    assert labels.binary_source
