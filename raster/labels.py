@@ -181,8 +181,9 @@ def labels_from_raster(
     The raster is warped onto the target grid of the embedding raster with
     nearest neighbour for class codes (``class_values`` given). Continuous
     labels use the average of the source pixels when the source is finer than
-    the grid in the same CRS, and bilinear interpolation otherwise. Reading goes by blocks of patch rows through a warped
-    VRT, so the whole label grid is never in memory at once.
+    the grid in the same CRS, and bilinear interpolation otherwise. Reading goes
+    by blocks of patch rows through a warped VRT, so the whole label grid is
+    never in memory at once.
 
     Args:
         path: Label raster path.
