@@ -24,10 +24,15 @@ def processing(qgis_app):  # noqa: ANN001, ANN201
     from fusedeo.plugin.provider import FusedEOProvider
 
     registry = QgsApplication.processingRegistry()
-    if registry.providerById("fusedeo") is None:
-        registry.addProvider(FusedEOProvider())
+    # Keep a Python reference: a provider whose wrapper is garbage-collected
+    # loses its algorithms.
+    provider = registry.providerById("fusedeo")
+    if provider is None:
+        provider = FusedEOProvider()
+        registry.addProvider(provider)
     import processing as processing_module
 
+    processing_module.fusedeo_provider = provider
     yield processing_module
 
 

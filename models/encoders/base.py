@@ -87,14 +87,22 @@ class FusedBlock:
         return {"name": self.name, "channels": self.channels, "seasons": self.seasons}
 
 
-# A sampler returns the canonical stack of one (patch, season) pair for kernel
-# fitting: (index) -> array (27, H, W). ``len`` is the number of pairs.
 @dataclass
 class PatchSampler:
-    """Lazy access to the valid (patch, season) pairs of a run, for fitting."""
+    """Lazy access to the valid (patch, season) pairs of a run, for fitting.
+
+    Attributes:
+        count: Number of (patch, season) pairs.
+        patch_shape: Patch ``(rows, cols)`` in pixels.
+        read_window: ``(pair, row, col, rows, cols)`` → canonical stack of one
+            season, float32 ``(27, rows, cols)``; row and col are relative to
+            the patch.
+        channels_present: Per canonical channel, whether the run provides it.
+    """
 
     count: int
-    read: Callable[[int], np.ndarray]
+    patch_shape: tuple[int, int]
+    read_window: Callable[[int, int, int, int, int], np.ndarray]
     channels_present: Sequence[bool] = field(default_factory=list)
 
 
@@ -109,7 +117,11 @@ class Encoder(ABC):
 
     @abstractmethod
     def settings(self) -> dict[str, Any]:
-        """Return the JSON-serialisable settings that define this encoder's output."""
+        """Return the JSON-serialisable settings that define this encoder's output.
+
+        They are the keyword arguments of the constructor: ``create_encoder(name,
+        **settings)`` rebuilds the same encoder.
+        """
 
     def fitted_arrays(self) -> dict[str, np.ndarray]:
         """Return the arrays fitted in this run (empty for pretrained encoders)."""

@@ -17,7 +17,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QCoreApplication
 
-from ...errors import PluginError
+from ...errors import PluginError, RunCancelledError
 
 T = TypeVar("T")
 
@@ -70,9 +70,15 @@ class FusedEOAlgorithm(QgsProcessingAlgorithm):
         return self.tr(self.PARAMETER_HELP[name][0])
 
     def run_core(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Call a core function, turning FusedEO errors into Processing errors."""
+        """Call a core function, turning FusedEO errors into Processing errors.
+
+        A cancellation passes through unchanged, because it is an outcome the
+        algorithm reports, not a failure.
+        """
         try:
             return function(*args, **kwargs)
+        except RunCancelledError:
+            raise
         except PluginError as err:
             raise QgsProcessingException(str(err)) from err
 

@@ -1,0 +1,453 @@
+"""The embedding run behind ``fusedeo:embed``.
+
+Data flow: input layers → season stack on one target grid → patch grid →
+per encoder: features per patch → fused vector (fixed block order, kept in a
+memory-mapped file) → compressor (ONNX, PCA fitted here when none is given)
+→ embedding raster, NeuCo-Bench table and embedding model file.
+
+The run makes four passes over the patches (validity, kernel fitting where
+an encoder needs it, features, output); each reads windows, never whole
+rasters, and checks for cancellation per batch.
+"""
+
+import csv
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..errors import InputError, LayoutMismatchError, RunCancelledError
+from ..raster.bands import SEASONS, SENSOR_BANDS, Sensor
+from ..raster.grid import Bounds, PatchGrid
+from ..raster.layers import LayerSpec
+from ..raster.stack import SeasonStack, build_season_stack
+from ..raster.writer import PendingOutputs, create_float_geotiff, write_rows
+from ..reporting import Reporter
+from .compressor import OnnxCompressor, fit_pca
+from .device import select_torch_device
+from .embedding_model import EmbeddingModel
+from .encoders import create_encoder, ordered_encoder_names
+from .encoders.base import Encoder, PatchSampler
+
+logger = logging.getLogger(__name__)
+
+# GDAL metadata keys of an embedding raster (default domain).
+KIND_KEY = "FUSEDEO_KIND"
+VERSION_KEY = "FUSEDEO_VERSION"
+FINGERPRINT_KEY = "FUSEDEO_EMBEDDING_FINGERPRINT"
+PATCH_SIZE_KEY = "FUSEDEO_PATCH_SIZE_PX"
+STRIDE_KEY = "FUSEDEO_STRIDE_PX"
+GRID_PIXEL_SIZE_KEY = "FUSEDEO_GRID_PIXEL_SIZE"
+PROVENANCE_KEY = "FUSEDEO_PROVENANCE"
+
+
+@dataclass
+class EmbedRequest:
+    """Everything ``fusedeo:embed`` was asked to do.
+
+    Attributes:
+        layers: Input layers (at least one).
+        encoders: Encoder names (``ENCODERS``).
+        output_path: Embedding raster to write (``OUTPUT``).
+        patch_size_px: Patch side in target-grid pixels.
+        stride_px: Distance between patches in target-grid pixels.
+        min_valid_fraction: Patches with a smaller valid fraction get nodata.
+        dimensions: Requested embedding width when PCA is fitted.
+        s2_offset: ``auto``, ``with_offset`` or ``without_offset``.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        compressor_path: ONNX compressor to use, or None to fit PCA.
+        embedding_model_path: Embedding model of an earlier run to reuse.
+        output_table_path: NeuCo-Bench CSV to write, or None.
+        output_model_path: Embedding model file to write, or None.
+        extent: Optional area to restrict the run to.
+        extent_crs_wkt: CRS of ``extent``.
+    """
+
+    layers: list[LayerSpec]
+    encoders: list[str]
+    output_path: str
+    patch_size_px: int = 264
+    stride_px: int = 264
+    min_valid_fraction: float = 0.5
+    dimensions: int = 1024
+    s2_offset: str = "auto"
+    device: str = "auto"
+    compressor_path: str | None = None
+    embedding_model_path: str | None = None
+    output_table_path: str | None = None
+    output_model_path: str | None = None
+    extent: Bounds | None = None
+    extent_crs_wkt: str | None = None
+
+
+@dataclass
+class EmbedResult:
+    """What an embedding run produced."""
+
+    output_path: str
+    output_table_path: str | None
+    output_model_path: str | None
+    fingerprint: str
+    dimensions: int
+    patches_total: int
+    patches_valid: int
+    device: str
+    providers: list[str] = field(default_factory=list)
+
+
+def check_request(request: EmbedRequest) -> None:
+    """Reject parameter values that make no sense, before any data is read.
+
+    Raises:
+        InputError: Naming the parameter, its value and what is expected.
+    """
+    if request.patch_size_px < 1:
+        raise InputError(f"PATCH_SIZE: {request.patch_size_px} pixels; expected 1 or more.")
+    if request.stride_px < 1:
+        raise InputError(f"STRIDE: {request.stride_px} pixels; expected 1 or more.")
+    if not 0.0 < request.min_valid_fraction <= 1.0:
+        raise InputError(f"MIN_VALID_FRACTION: {request.min_valid_fraction}; expected a value in (0, 1].")
+    if request.dimensions < 1:
+        raise InputError(f"DIMENSIONS: {request.dimensions}; expected 1 or more.")
+    if request.compressor_path and request.embedding_model_path:
+        raise InputError("COMPRESSOR and EMBEDDING_MODEL are both set; an embedding model already contains "
+                         "its compressor. Leave COMPRESSOR empty.")
+    seen: dict[tuple[str, Sensor], str] = {}
+    for spec in request.layers:
+        key = (spec.season, spec.sensor)
+        if key in seen:
+            raise InputError(f"{spec.parameter} and {seen[key]} both give {spec.sensor.value} for {spec.season}.")
+        seen[key] = spec.parameter
+
+
+def _batches(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class _Progress:
+    """Map the passes of a run onto one 0–100 progress bar and check for cancel."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+
+    def update(self, start: float, end: float, done: int, total: int) -> None:
+        if self.reporter.is_canceled():
+            raise RunCancelledError("The run was cancelled; no output was written.")
+        fraction = done / total if total else 1.0
+        self.reporter.progress(start + (end - start) * fraction)
+
+
+def _read_patches(stack: SeasonStack, patches: PatchGrid, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Read the canonical stacks ``(B, T, C, P, P)`` and validity ``(B, T, P, P)`` of patches.
+
+    Patches of one patch row that follow each other are read as one window.
+    """
+    size = patches.patch_size_px
+    stacks, masks = [], []
+    position = 0
+    while position < len(indices):
+        row, col = divmod(indices[position], patches.cols)
+        run = 1
+        while (position + run < len(indices) and indices[position + run] == indices[position] + run
+               and (indices[position] + run) // patches.cols == row):
+            run += 1
+        top, left = patches.window(row, col)
+        width = (run - 1) * patches.stride_px + size
+        values, valid = stack.read(top, left, size, width)
+        for offset in range(run):
+            start = offset * patches.stride_px
+            stacks.append(values[..., start:start + size])
+            masks.append(valid[..., start:start + size])
+        position += run
+    return np.stack(stacks), np.stack(masks)
+
+
+def _valid_fractions(stack: SeasonStack, patches: PatchGrid, progress: _Progress, batch: int) -> np.ndarray:
+    """Return the valid fraction of every patch (mean over present seasons)."""
+    seasons = [index for index, present in enumerate(stack.seasons_present) if present]
+    fractions = np.zeros(patches.count, dtype=np.float64)
+    indices = list(range(patches.count))
+    for done, chunk in enumerate(_batches(indices, batch)):
+        _, valid = _read_patches(stack, patches, chunk)
+        fractions[list(chunk)] = valid[:, seasons].mean(axis=(1, 2, 3))
+        progress.update(0, 10, (done + 1) * batch, patches.count)
+    return fractions
+
+
+def _make_sampler(stack: SeasonStack, patches: PatchGrid, valid_indices: Sequence[int]) -> PatchSampler:
+    """Give encoders lazy access to the valid (patch, season) pairs."""
+    seasons = [index for index, present in enumerate(stack.seasons_present) if present]
+
+    def read_window(pair: int, row: int, col: int, rows: int, cols: int) -> np.ndarray:
+        patch, season = divmod(pair, len(seasons))
+        top, left = patches.window(*divmod(valid_indices[patch], patches.cols))
+        values, _ = stack.read(top + row, left + col, rows, cols, season=seasons[season])
+        return values[seasons[season]]
+
+    return PatchSampler(len(valid_indices) * len(seasons), (patches.patch_size_px, patches.patch_size_px),
+                        read_window, stack.channels_present)
+
+
+def _build_encoders(request: EmbedRequest, model: EmbeddingModel | None, stack: SeasonStack, device: str,
+                    reporter: Reporter) -> list[Encoder]:
+    """Create the selected encoders, or those of the embedding model, and check their inputs."""
+    names = ordered_encoder_names(request.encoders)
+    if model is not None:
+        if model.encoder_names != names:
+            raise LayoutMismatchError(
+                f"ENCODERS: {', '.join(names)} differs from the encoders of EMBEDDING_MODEL "
+                f"({', '.join(model.encoder_names)}). Select the same encoders, or leave EMBEDDING_MODEL "
+                "empty to make a new embedding space."
+            )
+        encoders = [create_encoder(entry["name"], device=device, **entry["settings"]) for entry in model.encoders]
+        for encoder in encoders:
+            arrays = model.fitted.get(encoder.card.name)
+            if arrays:
+                encoder.load_fitted(arrays)
+    else:
+        encoders = [create_encoder(name, device=device) for name in names]
+
+    present = stack.sensors_present()
+    for encoder in encoders:
+        missing = sorted(sensor.value for sensor in encoder.card.required_sensors if sensor not in present)
+        if missing:
+            raise InputError(
+                f"ENCODERS: {encoder.card.name} needs {', '.join(missing)} layers, but none were given. "
+                f"Add them or remove {encoder.card.name} from ENCODERS."
+            )
+        settings = encoder.settings()
+        channels = settings.get("channels")
+        if model is not None and channels:
+            provided = {f"{item.layer.spec.sensor.value}:{band}" for item in stack.layers
+                        for band in SENSOR_BANDS[item.layer.spec.sensor]}
+            absent = [name for name in channels if name not in provided]
+            if absent:
+                reporter.warning(f"{encoder.card.name}: channels {', '.join(absent)} of the embedding model are "
+                                 "not in this run's layers; they are filled with zeros after normalisation.")
+    return encoders
+
+
+def _summary(request: EmbedRequest, stack: SeasonStack, patches: PatchGrid, encoders: Sequence[Encoder],
+             reporter: Reporter) -> None:
+    """Report what the run is about to do."""
+    for season_index, season in enumerate(SEASONS):
+        sensors = [item.layer.spec.sensor.value for item in stack.layers if item.season_index == season_index]
+        reporter.info(f"Season {season}: {', '.join(sensors) if sensors else 'no layer'}.")
+    grid = stack.grid
+    reporter.info(
+        f"Patch grid: {patches.rows} x {patches.cols} = {patches.count} patches of {patches.patch_size_px} px "
+        f"every {patches.stride_px} px on a {grid.width} x {grid.height} px grid of {grid.pixel_size:g} m; "
+        f"output raster {patches.cols} x {patches.rows} px of {patches.stride_px * grid.pixel_size:g} m."
+    )
+    width = sum(encoder.block().width for encoder in encoders)
+    reporter.info(f"Encoders: {', '.join(encoder.card.name for encoder in encoders)}; fused width {width}.")
+
+
+def run_embedding(request: EmbedRequest, reporter: Reporter) -> EmbedResult:
+    """Compute the embedding raster (and optional table and model) of ``request``.
+
+    Args:
+        request: The run's parameters.
+        reporter: Receives decisions, progress and cancellation.
+
+    Returns:
+        What was written.
+
+    Raises:
+        PluginError: On any invalid input; nothing is written then.
+        RunCancelledError: If the user cancelled; nothing is written then.
+    """
+    check_request(request)
+    started = time.perf_counter()
+    device = select_torch_device(request.device, reporter)
+    model = EmbeddingModel.load(request.embedding_model_path) if request.embedding_model_path else None
+    compressor = None
+    if request.compressor_path:
+        compressor = OnnxCompressor.from_file(request.compressor_path, device)
+    stack = build_season_stack(request.layers, request.s2_offset, request.patch_size_px, request.stride_px,
+                               reporter, request.extent, request.extent_crs_wkt)
+    patches = PatchGrid(stack.grid, request.patch_size_px, request.stride_px)
+    encoders = _build_encoders(request, model, stack, device, reporter)
+    _summary(request, stack, patches, encoders, reporter)
+    progress = _Progress(reporter)
+    pending = PendingOutputs()
+    try:
+        with tempfile.TemporaryDirectory(prefix="fusedeo-features-") as scratch:
+            result = _run(request, stack, patches, encoders, model, compressor, device, progress, pending,
+                          Path(scratch), reporter)
+        pending.commit()
+    except BaseException:
+        pending.discard()
+        raise
+    finally:
+        stack.close()
+    reporter.debug(f"Embedding run took {time.perf_counter() - started:.1f} s.")
+    return result
+
+
+def _run(request: EmbedRequest, stack: SeasonStack, patches: PatchGrid, encoders: list[Encoder],
+         model: EmbeddingModel | None, compressor: OnnxCompressor | None, device: str, progress: _Progress,
+         pending: PendingOutputs, scratch: Path, reporter: Reporter) -> EmbedResult:
+    """Run the passes of an embedding run; outputs go to ``pending``."""
+    output_path = pending.add(request.output_path)
+    table_path = pending.add(request.output_table_path) if request.output_table_path else None
+    model_path = pending.add(request.output_model_path) if request.output_model_path else None
+    batch = max(1, min(encoder.preferred_batch_size() for encoder in encoders))
+
+    # Validity first: invalid patches must stay out of kernel sampling and PCA fitting.
+    fractions = _valid_fractions(stack, patches, progress, batch)
+    valid_indices = [int(index) for index in np.flatnonzero(fractions >= request.min_valid_fraction)]
+    skipped = patches.count - len(valid_indices)
+    if skipped:
+        reporter.warning(f"{skipped} of {patches.count} patches have a valid fraction below "
+                         f"MIN_VALID_FRACTION={request.min_valid_fraction:g}; they are nodata in the output.")
+    if not valid_indices:
+        raise InputError(f"No patch has a valid fraction of at least MIN_VALID_FRACTION="
+                         f"{request.min_valid_fraction:g} (best: {fractions.max():.2f}). Lower "
+                         "MIN_VALID_FRACTION or give layers with fewer nodata pixels.")
+
+    # Encoders with run-dependent parts (mosaiks kernels) fit them on valid patches only.
+    sampler = _make_sampler(stack, patches, valid_indices)
+    for encoder in encoders:
+        if encoder.needs_fit:
+            encoder.fit(sampler, reporter)
+    progress.update(10, 15, 1, 1)
+
+    # Fused vectors of the valid patches go to a memory-mapped scratch file.
+    layout = [encoder.block().to_json() for encoder in encoders]
+    width = sum(encoder.block().width for encoder in encoders)
+    features = np.lib.format.open_memmap(scratch / "features.npy", mode="w+", dtype=np.float32,
+                                         shape=(len(valid_indices), width))
+    for done, chunk in enumerate(_batches(valid_indices, batch)):
+        values, _ = _read_patches(stack, patches, chunk)
+        blocks = [encoder.encode(values, stack.seasons_present) for encoder in encoders]
+        start = done * batch
+        features[start:start + len(chunk)] = np.concatenate(blocks, axis=1)
+        progress.update(15, 85, start + len(chunk), len(valid_indices))
+    features.flush()
+    if not np.all(np.isfinite(features)):
+        raise InputError("An encoder produced non-finite features; the inputs contain values the encoders "
+                         "cannot handle. Check the layers' units and nodata values.")
+
+    compressor, compressor_summary = _compressor_for(request, model, compressor, features, layout, device,
+                                                     reporter)
+    compressor.report_providers(reporter)
+    if device == "cuda" and compressor.providers[0] != "CUDAExecutionProvider":
+        reporter.warning("onnxruntime has no CUDA execution provider here; the compressor runs on the CPU.")
+    embedding_model = EmbeddingModel(
+        encoders=[{"name": encoder.card.name, "settings": encoder.settings()} for encoder in encoders],
+        layout=layout,
+        fitted={encoder.card.name: encoder.fitted_arrays() for encoder in encoders if encoder.fitted_arrays()},
+        compressor=compressor.model_bytes,
+        compressor_summary=compressor_summary,
+    )
+    fingerprint = embedding_model.fingerprint
+    if model is not None and fingerprint != model.fingerprint:
+        raise LayoutMismatchError("EMBEDDING_MODEL: the rebuilt encoders do not reproduce the model's "
+                                  "fingerprint; the file may come from another FusedEO version.")
+
+    provenance = {
+        "fusedeo_version": __version__,
+        "encoders": embedding_model.encoders,
+        "layout": layout,
+        "compressor": dict(compressor_summary, sha256=embedding_model.compressor_sha256,
+                           execution_provider=compressor.providers[0]),
+        "embedding_fingerprint": fingerprint,
+        "embedding_model_source": request.embedding_model_path,
+        "inputs": [item.layer.to_json() for item in stack.layers],
+        "seasons": [season for season, present in zip(SEASONS, stack.seasons_present) if present],
+        "s2_offset": request.s2_offset,
+        "patch_size_px": request.patch_size_px,
+        "stride_px": request.stride_px,
+        "min_valid_fraction": request.min_valid_fraction,
+        "grid": stack.grid.to_json(),
+        "device": device,
+        "patches": {"total": patches.count, "valid": len(valid_indices), "skipped": skipped},
+        "decisions": stack.decisions,
+    }
+    _write_outputs(output_path, table_path, patches, valid_indices, features, compressor, fingerprint,
+                   provenance, progress)
+    if model_path is not None:
+        embedding_model.save(model_path)
+        reporter.info(f"Embedding model (fingerprint {fingerprint[:16]}) saved; reuse it as EMBEDDING_MODEL "
+                      "to embed other areas in the same embedding space.")
+    return EmbedResult(request.output_path, request.output_table_path, request.output_model_path, fingerprint,
+                       compressor.output_width, patches.count, len(valid_indices), device, compressor.providers)
+
+
+def _compressor_for(request: EmbedRequest, model: EmbeddingModel | None, compressor: OnnxCompressor | None,
+                    features: np.ndarray, layout: list[dict[str, Any]], device: str,
+                    reporter: Reporter) -> tuple[OnnxCompressor, dict[str, Any]]:
+    """Return the compressor of the embedding model, the given file, or PCA fitted on ``features``."""
+    if model is not None:
+        loaded = OnnxCompressor(model.compressor, "EMBEDDING_MODEL compressor", device)
+        loaded.check_layout(layout)
+        return loaded, model.compressor_summary
+    if compressor is not None:
+        compressor.check_layout(layout)
+        return compressor, {"kind": compressor.kind, "source": str(request.compressor_path),
+                            "input_width": compressor.input_width, "output_width": compressor.output_width}
+    samples, width = features.shape
+    components = min(request.dimensions, samples - 1, width)
+    if components < 1:
+        raise InputError(f"PCA needs at least 2 valid patches; this run has {samples}. Give a COMPRESSOR, a "
+                         "larger area, a smaller PATCH_SIZE or STRIDE, or a lower MIN_VALID_FRACTION.")
+    if components < request.dimensions:
+        reporter.warning(f"DIMENSIONS={request.dimensions} capped to {components}: PCA on {samples} valid "
+                         f"patches of width {width} has at most {components} components.")
+    model_bytes, summary = fit_pca(features, components, layout)
+    reporter.info(f"PCA fitted on {samples} valid patches: {components} components explain "
+                  f"{100 * summary['explained_variance_ratio_total']:.1f} % of the variance.")
+    return OnnxCompressor(model_bytes, "PCA fitted on this run", device), summary
+
+
+def _write_outputs(output_path: Path, table_path: Path | None, patches: PatchGrid, valid_indices: list[int],
+                   features: np.ndarray, compressor: OnnxCompressor, fingerprint: str,
+                   provenance: dict[str, Any], progress: _Progress) -> None:
+    """Compress the fused vectors and write the embedding raster and table row by row."""
+    dimensions = compressor.output_width
+    raster = create_float_geotiff(output_path, patches.cols, patches.rows, dimensions,
+                                  patches.output_geotransform, patches.grid.crs_wkt)
+    for index in range(dimensions):
+        raster.GetRasterBand(index + 1).SetDescription(f"embedding_{index:04d}")
+    raster.SetMetadata({
+        "FUSEDEO_KIND": "embedding",
+        VERSION_KEY: __version__,
+        FINGERPRINT_KEY: fingerprint,
+        PATCH_SIZE_KEY: str(patches.patch_size_px),
+        STRIDE_KEY: str(patches.stride_px),
+        GRID_PIXEL_SIZE_KEY: repr(patches.grid.pixel_size),
+        PROVENANCE_KEY: json.dumps(provenance, sort_keys=True),
+    })
+    table_file = open(table_path, "w", newline="") if table_path is not None else None  # noqa: SIM115
+    try:
+        writer = csv.writer(table_file) if table_file is not None else None
+        if writer is not None:
+            writer.writerow(["id", *[str(index) for index in range(dimensions)]])
+        position = {patch: row for row, patch in enumerate(valid_indices)}
+        for patch_row in range(patches.rows):
+            values = np.full((1, patches.cols, dimensions), np.nan, dtype=np.float32)
+            members = [(col, position[patch_row * patches.cols + col]) for col in range(patches.cols)
+                       if patch_row * patches.cols + col in position]
+            if members:
+                rows = [row for _, row in members]
+                embedded = compressor.compress(np.asarray(features[rows[0]:rows[-1] + 1]))
+                for col, row in members:
+                    values[0, col] = embedded[row - rows[0]]
+                    if writer is not None:
+                        writer.writerow([f"{patch_row}_{col}", *(f"{value:.7g}" for value in embedded[row - rows[0]])])
+            write_rows(raster, patch_row, values)
+            progress.update(85, 100, patch_row + 1, patches.rows)
+        raster.FlushCache()
+    finally:
+        raster = None
+        if table_file is not None:
+            table_file.close()
