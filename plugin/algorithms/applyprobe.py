@@ -135,11 +135,9 @@ class ApplyProbeAlgorithm(FusedEOAlgorithm):
             result = self.run_core(
                 apply_probe, embeddings_path, probe_path, output_path, FeedbackReporter(feedback)
             )
-        except QgsProcessingException as err:
-            if isinstance(err.__cause__, RunCancelledError):
-                feedback.pushWarning(str(err))
-                return {}
-            raise
+        except RunCancelledError as err:
+            feedback.pushWarning(str(err))
+            return {}
 
         # Processing loads the layer in the main thread after the run; style it there.
         if context.willLoadLayerOnCompletion(output_path):

@@ -234,11 +234,9 @@ class TrainProbeAlgorithm(FusedEOAlgorithm):
                 reporter,
                 min_samples=min_samples,
             )
-        except QgsProcessingException as err:
-            if isinstance(err.__cause__, RunCancelledError):
-                feedback.pushWarning(str(err))
-                return {}
-            raise
+        except RunCancelledError as err:
+            feedback.pushWarning(str(err))
+            return {}
         feedback.pushInfo(
             self.tr("Probe written to {}; report written to {}.").format(
                 result.probe_path, result.report_path
