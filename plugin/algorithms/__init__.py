@@ -3,6 +3,8 @@
 
 def algorithm_classes() -> list[type]:
     """Return the algorithm classes the provider registers, in Toolbox order."""
+    from .applyprobe import ApplyProbeAlgorithm
     from .embed import EmbedAlgorithm
+    from .trainprobe import TrainProbeAlgorithm
 
-    return [EmbedAlgorithm]
+    return [EmbedAlgorithm, TrainProbeAlgorithm, ApplyProbeAlgorithm]
