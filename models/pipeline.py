@@ -25,6 +25,17 @@ import numpy as np
 from .. import __version__
 from ..errors import InputError, LayoutMismatchError, RunCancelledError
 from ..raster.bands import SEASONS, SENSOR_BANDS, Sensor
+from ..raster.embedding_raster import (
+    EMBEDDING_KIND,
+    FINGERPRINT_KEY,
+    GRID_PIXEL_SIZE_KEY,
+    KIND_KEY,
+    PATCH_SIZE_KEY,
+    PROVENANCE_KEY,
+    STRIDE_KEY,
+    VERSION_KEY,
+    band_description,
+)
 from ..raster.grid import Bounds, PatchGrid
 from ..raster.layers import LayerSpec
 from ..raster.stack import SeasonStack, build_season_stack
@@ -37,16 +48,6 @@ from .encoders import create_encoder, ordered_encoder_names
 from .encoders.base import Encoder, PatchSampler
 
 logger = logging.getLogger(__name__)
-
-# GDAL metadata keys of an embedding raster (default domain).
-KIND_KEY = "FUSEDEO_KIND"
-VERSION_KEY = "FUSEDEO_VERSION"
-FINGERPRINT_KEY = "FUSEDEO_EMBEDDING_FINGERPRINT"
-PATCH_SIZE_KEY = "FUSEDEO_PATCH_SIZE_PX"
-STRIDE_KEY = "FUSEDEO_STRIDE_PX"
-GRID_PIXEL_SIZE_KEY = "FUSEDEO_GRID_PIXEL_SIZE"
-PROVENANCE_KEY = "FUSEDEO_PROVENANCE"
-
 
 @dataclass
 class EmbedRequest:
@@ -417,9 +418,9 @@ def _write_outputs(output_path: Path, table_path: Path | None, patches: PatchGri
     raster = create_float_geotiff(output_path, patches.cols, patches.rows, dimensions,
                                   patches.output_geotransform, patches.grid.crs_wkt)
     for index in range(dimensions):
-        raster.GetRasterBand(index + 1).SetDescription(f"embedding_{index:04d}")
+        raster.GetRasterBand(index + 1).SetDescription(band_description(index))
     raster.SetMetadata({
-        "FUSEDEO_KIND": "embedding",
+        KIND_KEY: EMBEDDING_KIND,
         VERSION_KEY: __version__,
         FINGERPRINT_KEY: fingerprint,
         PATCH_SIZE_KEY: str(patches.patch_size_px),

@@ -14,9 +14,15 @@ class FusedEOPlugin:
         self.provider: FusedEOProvider | None = None
 
     def initProcessing(self) -> None:  # noqa: N802 (QGIS API)
-        """Register the provider (called by QGIS, also by qgis_process)."""
-        self.provider = FusedEOProvider()
-        QgsApplication.processingRegistry().addProvider(self.provider)
+        """Register the provider (called by QGIS, also by qgis_process).
+
+        If a provider with the id ``fusedeo`` is already registered (for
+        example by a second call), the registry rejects and deletes the new
+        one, so it is not kept.
+        """
+        provider = FusedEOProvider()
+        if QgsApplication.processingRegistry().addProvider(provider):
+            self.provider = provider
 
     def initGui(self) -> None:  # noqa: N802 (QGIS API)
         """Set up the plugin in the desktop application."""

@@ -17,21 +17,29 @@ def test_metadata_fields():
     assert general["version"] == fusedeo.__version__
 
 
-def test_class_factory_registers_provider(qgis_app, qgis_iface):
-    from qgis.core import QgsApplication
+def test_qgis_loads_plugin_and_provider():
+    """Load the plugin the way QGIS does (qgis.utils), in a fresh QGIS process."""
+    import subprocess
+    import sys
 
-    import fusedeo
-
-    plugin = fusedeo.classFactory(qgis_iface)
-    plugin.initProcessing()
-    try:
-        provider = QgsApplication.processingRegistry().providerById("fusedeo")
-        assert provider is not None
-        ids = {algorithm.id() for algorithm in provider.algorithms()}
-        assert {"fusedeo:embed", "fusedeo:trainprobe", "fusedeo:applyprobe"} <= ids
-    finally:
-        plugin.unload()
-    assert QgsApplication.processingRegistry().providerById("fusedeo") is None
+    code = (
+        "from qgis.core import QgsApplication\n"
+        "app = QgsApplication([], False)\n"
+        "app.initQgis()\n"
+        "import qgis.utils\n"
+        "assert qgis.utils.loadPlugin('fusedeo')\n"
+        "assert qgis.utils.startProcessingPlugin('fusedeo')\n"
+        "registry = QgsApplication.processingRegistry()\n"
+        "provider = registry.providerById('fusedeo')\n"
+        "print(sorted(algorithm.id() for algorithm in provider.algorithms()))\n"
+        "qgis.utils.plugins['fusedeo'].unload()\n"
+        "print(registry.providerById('fusedeo') is None)\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    lines = completed.stdout.strip().splitlines()
+    assert {"fusedeo:embed", "fusedeo:trainprobe", "fusedeo:applyprobe"} <= set(eval(lines[-2]))
+    assert lines[-1] == "True"
 
 
 def test_core_imports_without_qgis():
