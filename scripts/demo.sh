@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Run the FusedEO demo (scripts/demo.py) in the headless QGIS environment.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+source "$root/scripts/env.sh"
+exec "$root/.venv/bin/python" "$root/scripts/demo.py" "$@"
