@@ -56,3 +56,73 @@ def test_core_imports_without_qgis():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert output == ""
+
+
+def test_package_zip_installs_and_loads(tmp_path):
+    """The zip from make package unpacks to a fusedeo folder that QGIS loads."""
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run(["bash", str(REPO_ROOT / "scripts" / "package.sh")], check=True, capture_output=True)
+    archive = next((REPO_ROOT / "dist").glob("fusedeo-*.zip"))
+    with zipfile.ZipFile(archive) as package:
+        names = package.namelist()
+        assert all(name.startswith("fusedeo/") for name in names)
+        assert "fusedeo/metadata.txt" in names
+        assert not any(name.startswith(("fusedeo/tests/", "fusedeo/.venv", "fusedeo/scripts/")) for name in names)
+        package.extractall(tmp_path / "plugins")
+    code = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(tmp_path / 'plugins')!r})\n"
+        "from qgis.core import QgsApplication\n"
+        "app = QgsApplication([], False)\n"
+        "app.initQgis()\n"
+        "import qgis.utils\n"
+        "assert qgis.utils.loadPlugin('fusedeo') and qgis.utils.startProcessingPlugin('fusedeo')\n"
+        "import fusedeo\n"
+        "print(fusedeo.__file__)\n"
+        "print(len(QgsApplication.processingRegistry().providerById('fusedeo').algorithms()))\n"
+    )
+    environment = {key: value for key, value in __import__("os").environ.items() if key != "PYTHONPATH"}
+    environment["PYTHONPATH"] = "/usr/share/qgis/python/plugins"
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                               env=environment)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    location, count = completed.stdout.strip().splitlines()[-2:]
+    assert location.startswith(str(tmp_path / "plugins" / "fusedeo"))
+    assert int(count) >= 3
+
+
+def test_missing_package_named_with_install_hint(tmp_path):
+    """Without torch and onnxruntime the plugin loads and embed says what to install."""
+    import subprocess
+    import sys
+
+    from conftest import LOCATION_A
+
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'torchgeo', 'onnxruntime'):\n"
+        "            raise ImportError(f'No module named {name!r} (blocked by the test)')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from qgis.core import QgsApplication, QgsProcessingException\n"
+        "app = QgsApplication([], False)\n"
+        "app.initQgis()\n"
+        "from processing.core.Processing import Processing\n"
+        "Processing.initialize()\n"
+        "import qgis.utils, processing\n"
+        "assert qgis.utils.loadPlugin('fusedeo') and qgis.utils.startProcessingPlugin('fusedeo')\n"
+        "try:\n"
+        f"    processing.run('fusedeo:embed', {{'S2L2A_SUMMER': {str(LOCATION_A / 's2l2a_summer.tif')!r},\n"
+        f"        'PATCH_SIZE': 16, 'STRIDE': 16, 'OUTPUT': {str(tmp_path / 'out.tif')!r}}})\n"
+        "except QgsProcessingException as err:\n"
+        "    print(err)\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "The Python package 'torch' is needed for running encoders" in completed.stdout
+    assert "python3 -m pip install torch" in completed.stdout
+    assert not (tmp_path / "out.tif").exists()
