@@ -211,6 +211,13 @@ class PretrainedEncoder(Encoder):
                 "(random_weights=True exists for tests only)."
             )
 
+        if self.checkpoint is not None and not self.checkpoint.is_file():
+            # Checked before the model is built, which takes seconds for a ViT-L.
+            raise MissingFileError(
+                f"{self.title}: checkpoint file {self.checkpoint} not found; download or "
+                "import it with fusedeo:downloadweights."
+            )
+
         import torch
 
         self._torch = torch
