@@ -1,13 +1,12 @@
 """Shared machinery of the pretrained (checkpoint-backed) encoders.
 
-Holds what Scale-MAE, Copernicus-FM and Prithvi have in common: strict
-checkpoint loading, the choice between the Sentinel-2 L1C and L2A slots of
-the canonical stack, checks for missing sensors, the fill of absent seasons
-and the resize to the model's input size. torch is imported inside the
-functions that need it, so this module imports without torch.
+Scale-MAE, Copernicus-FM and Prithvi share strict checkpoint loading and the
+choice between the Sentinel-2 L1C and L2A slots of the canonical stack. They
+also share the checks for missing sensors, the fill of absent seasons and the
+resize to the model's input size. torch is imported inside the functions that
+need it, so this module imports without torch.
 """
 
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,6 @@ from ...errors import InputError, MissingFileError, ModelFileError
 from ...raster.bands import Sensor, sensor_channel_slice
 from ...reporting import LoggingReporter, Reporter
 from .base import Encoder, EncoderCard, FusedBlock
-
-logger = logging.getLogger(__name__)
 
 S2_LEVEL_CHOICES: tuple[str, ...] = ("auto", "l1c", "l2a")
 """Values of the ``s2_level`` setting: which Sentinel-2 product an encoder reads."""
@@ -76,7 +73,7 @@ def read_checkpoint(path: Path, title: str) -> dict[str, Any]:
         content = content["model"]
     if not isinstance(content, Mapping):
         raise ModelFileError(
-            f"{title}: checkpoint {path} holds a {type(content).__name__}, "
+            f"{title}: checkpoint {path} contains a {type(content).__name__}, "
             "expected a state dict (a mapping of parameter names to tensors)."
         )
     return dict(content)

@@ -18,10 +18,9 @@ WIDTH = 768
 S2_OFFSET_DN = 1000.0
 """Offset added to S2 DN: the SSL4EO-S12 v1.1 moments below were computed on offset data."""
 
-# Centre wavelengths and bandwidths in nm, as in the Copernicus-Bench dataset
-# configurations of zhu-xlab/Copernicus-FM (cobench_eurosat_s1.yaml and
-# cobench_eurosat_s2.yaml). S1 is C band: 5 cm centre, 1 m bandwidth, which
-# are the upper limits of the model's Fourier encodings.
+# Centre wavelengths and bandwidths in nm that Copernicus-Bench configures for
+# Sentinel-1 and Sentinel-2. S1 is C band with a 5 cm centre and a 1 m
+# bandwidth, the upper limits of the model's Fourier encodings.
 S1_WAVELENGTH_NM: tuple[float, ...] = (5e7, 5e7)
 S1_BANDWIDTH_NM: tuple[float, ...] = (1e9, 1e9)
 S2_WAVELENGTH_NM: dict[str, float] = {
@@ -33,8 +32,8 @@ S2_BANDWIDTH_NM: dict[str, float] = {
     "B07": 20, "B08": 115, "B8A": 20, "B09": 20, "B10": 30, "B11": 90, "B12": 180,
 }
 
-# SSL4EO-S12 v1.1 per-band moments (S1 in dB; S2 DN with the +1000 offset),
-# from the Embed2Scale challenge's reference data loader.
+# SSL4EO-S12 v1.1 per-band moments, S1 in dB and S2 as DN with the +1000
+# offset. The Embed2Scale challenge normalises its data with these values.
 S1_MEAN: tuple[float, ...] = (-12.577, -20.265)
 S1_STD: tuple[float, ...] = (5.179, 5.872)
 S2L1C_MEAN: tuple[float, ...] = (
@@ -85,9 +84,8 @@ CARD = EncoderCard(
 One forward per season on 15 channels: S1 VV, VH (dB) followed by the 13
 Sentinel-2 L1C bands B01–B12 with B8A and B10. When L1C is absent the encoder
 reads the 12 L2A bands instead (no B10), with a warning. S2 gets the +1000
-offset and both sensors are z-scored with the SSL4EO-S12 v1.1 moments (L1C or
-L2A moments to match the level read); missing bands and pixels become 0, the
-band mean. The spectral hypernetwork receives the centre wavelengths and
+offset, and both sensors are z-scored with the SSL4EO-S12 v1.1 moments of the
+level read. Missing bands and pixels become 0, the band mean. The spectral hypernetwork receives the centre wavelengths and
 bandwidths in nm of the Copernicus-Bench configurations (S1: 5e7 and 1e9).
 Location, time and patch area are passed as NaN (unknown), so the model uses
 its learned metadata tokens. Patches are resized to 224 px (bilinear,
@@ -105,7 +103,7 @@ Embed2Scale code used. Both sensors are required.
 def official_state_dict(model: Any) -> dict[str, Any]:
     """Return ``model``'s weights in the layout of the official checkpoint.
 
-    The official file holds the model's own keys plus the MAE ``mask_token``
+    The official file contains the model's own keys plus the MAE ``mask_token``
     (1, 1, 768).
 
     NOTE: this layout is inferred from the original repository's demo (loading

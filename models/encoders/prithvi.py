@@ -15,8 +15,8 @@ from .base import EncoderCard, WeightsInfo
 HLS_BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B8A", "B11", "B12")
 """Sentinel-2 bands matching HLS blue, green, red, narrow NIR, SWIR 1, SWIR 2, in this order."""
 
-# Prithvi-EO-2.0 normalisation (reflectance × 10000, no +1000 offset), from
-# the 300M model's config.json on Hugging Face.
+# Prithvi-EO-2.0 pre-training statistics of the HLS bands (reflectance ×
+# 10000, no +1000 offset).
 HLS_MEAN: tuple[float, ...] = (1087.0, 1342.0, 1433.0, 2734.0, 1958.0, 1363.0)
 HLS_STD: tuple[float, ...] = (2248.0, 2179.0, 2178.0, 1850.0, 1242.0, 1049.0)
 INPUT_SIZE_PX = 224
@@ -51,10 +51,10 @@ CARD = EncoderCard(
 )
 """Model card of Prithvi-EO-2.0 300M.
 
-Six bands B02, B03, B04, B8A, B11, B12 (the HLS bands Prithvi was trained on),
-as digital numbers without the +1000 offset, z-scored with Prithvi's own mean
-(1087, 1342, 1433, 2734, 1958, 1363) and std (2248, 2179, 2178, 1850, 1242,
-1049). HLS is surface reflectance, so the encoder reads L2A and falls back to
+The encoder reads six bands B02, B03, B04, B8A, B11, B12, the HLS bands
+Prithvi was trained on, as digital numbers without the +1000 offset. They are
+z-scored with Prithvi's own mean (1087, 1342, 1433, 2734, 1958, 1363) and std
+(2248, 2179, 2178, 1850, 1242, 1049). HLS is surface reflectance, so the encoder reads L2A and falls back to
 L1C with a warning. Missing pixels become 0 (the band mean). Patches are
 resized to 224 px (bilinear, antialiased).
 

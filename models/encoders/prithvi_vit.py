@@ -1,13 +1,18 @@
 """Prithvi-EO-2.0 ViT encoder on timm blocks (architecture only, no weights).
 
-Written from the architecture described in the Prithvi-EO-2.0 technical
-report (arXiv 2412.02732) and the model card on Hugging Face: a ViT whose
-patch embedding is a 3-D convolution over (time, rows, cols) with a 1×16×16
-kernel, fixed 3-D sine-cosine position embeddings, a CLS token, pre-norm
-transformer blocks and a final LayerNorm (eps 1e-6 throughout). Parameter
-names follow the published checkpoint's encoder (``patch_embed.proj``,
-``cls_token``, ``blocks.N``, ``norm``) so that it loads with strict key
-matching once the ``encoder.`` prefix is stripped.
+The Prithvi-EO-2.0 model card (Hugging Face, ibm-nasa-geospatial) describes
+a ViT with a 3-D patch embedding and 3-D position embeddings. The details here
+were read, not copied, from a copy of IBM's ``prithvi_mae.py`` (in the
+andrewpatrickdu/geofm repository). The patch embedding is a 3-D convolution
+over (time, rows, cols) with a 1×16×16 kernel, followed by fixed 3-D
+sine-cosine position embeddings, a CLS token, pre-norm timm blocks and a final
+LayerNorm, all with eps 1e-6. Parameter names follow the published
+checkpoint's encoder (``patch_embed.proj``, ``cls_token``, ``blocks.N``,
+``norm``), so it loads with strict key matching once the ``encoder.`` prefix is
+stripped.
+
+NOTE: no published weights were available to compare outputs against IBM's
+implementation, so equivalence rests on the architecture facts above.
 
 This module imports torch and timm at import time; the Prithvi encoder
 imports it only when it builds the model.

@@ -41,7 +41,7 @@ CARD = EncoderCard(
             "vit_large_patch16_224_fmow_rgb_scalemae-98ed9821.pth"
         ),
         # TODO: fill the full sha256 and byte size from the published file
-        # before the weight store accepts it; the file name carries only the
+        # before the weight store accepts it. The file name carries only the
         # first 8 hex digits of the hash (98ed9821).
         sha256="",
         size_bytes=0,
@@ -70,8 +70,8 @@ on random weights and fed [B8, B4, B3] and an S1 [VV, VH, VV] composite. This
 encoder uses the ViT-L architecture the weights belong to, loads them strictly,
 and feeds true colour only.
 
-Licence: the weights are CC-BY-NC-4.0, non-commercial use only; the weight
-store asks the user to accept that before download.
+Licence: the weights are CC-BY-NC-4.0, for non-commercial use only, so the
+weight store requires the user to accept that licence before download.
 """
 
 
