@@ -134,6 +134,10 @@ class ScaleMaeEncoder(PretrainedEncoder):
             s2_level: ``"auto"`` (L2A, else L1C), ``"l1c"`` or ``"l2a"``.
             rgb_max_dn: Sentinel-2 DN that maps to 255 in the RGB composite.
             gsd_ratio: torchgeo's ``res`` for the GSD positional encoding.
+                NOTE: Scale-MAE's evaluation scripts pass a relative GSD
+                ratio here; the value that suits 10 m Sentinel-2 patches
+                resized to 224 px was not determined, so torchgeo's default
+                1.0 is kept.
             reporter: Receives the decisions that change results.
 
         Raises:
