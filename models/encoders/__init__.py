@@ -5,7 +5,9 @@ from typing import Any
 from ...errors import InputError
 from .base import Encoder
 
-ENCODER_NAMES: tuple[str, ...] = ("mosaiks",)
+ENCODER_NAMES: tuple[str, ...] = (
+    "mosaiks", "croma", "dofa", "scalemae", "copernicusfm", "prithvi",
+)
 """Known encoders, in the fixed order their blocks take in the fused vector."""
 
 
@@ -27,6 +29,18 @@ def create_encoder(name: str, device: str = "cpu", **settings: Any) -> Encoder:
         from .mosaiks import MosaiksEncoder
 
         return MosaiksEncoder(device=device, **settings)
+    if name == "scalemae":
+        from .scalemae import ScaleMaeEncoder
+
+        return ScaleMaeEncoder(device=device, **settings)
+    if name == "copernicusfm":
+        from .copernicusfm import CopernicusFmEncoder
+
+        return CopernicusFmEncoder(device=device, **settings)
+    if name == "prithvi":
+        from .prithvi import PrithviEncoder
+
+        return PrithviEncoder(device=device, **settings)
     raise InputError(
         f"ENCODERS: unknown encoder '{name}'; expected one of {', '.join(ENCODER_NAMES)}."
     )
