@@ -250,6 +250,15 @@ def _summary(request: EmbedRequest, stack: SeasonStack, patches: PatchGrid, enco
     )
     width = sum(encoder.block().width for encoder in encoders)
     reporter.info(f"Encoders: {', '.join(encoder.card.name for encoder in encoders)}; fused width {width}.")
+    scratch_mib = patches.count * width * 4 / 2**20
+    if request.compressor_path or request.embedding_model_path:
+        reporter.info(f"Output: {patches.cols} x {patches.rows} px, one band per compressor output; "
+                      f"feature scratch file up to {scratch_mib:.1f} MiB.")
+    else:
+        output_mib = patches.count * request.dimensions * 4 / 2**20
+        reporter.info(f"Output: {patches.cols} x {patches.rows} px with up to {request.dimensions} bands, "
+                      f"up to {output_mib:.1f} MiB before compression; feature scratch file up to "
+                      f"{scratch_mib:.1f} MiB.")
 
 
 def run_embedding(request: EmbedRequest, reporter: Reporter) -> EmbedResult:
