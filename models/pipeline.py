@@ -44,6 +44,7 @@ from ..reporting import Reporter
 from .compressor import OnnxCompressor, fit_pca
 from .device import select_torch_device
 from .embedding_model import EmbeddingModel
+from .feature_store import FeatureStore, encoder_fingerprint
 from .encoders import create_encoder, ordered_encoder_names
 from .encoders.base import Encoder, PatchSampler
 
@@ -67,6 +68,7 @@ class EmbedRequest:
         embedding_model_path: Embedding model of an earlier run to reuse.
         output_table_path: NeuCo-Bench CSV to write, or None.
         output_model_path: Embedding model file to write, or None.
+        output_features_path: Feature store folder to create or append to, or None.
         extent: Optional area to restrict the run to.
         extent_crs_wkt: CRS of ``extent``.
     """
@@ -84,6 +86,7 @@ class EmbedRequest:
     embedding_model_path: str | None = None
     output_table_path: str | None = None
     output_model_path: str | None = None
+    output_features_path: str | None = None
     extent: Bounds | None = None
     extent_crs_wkt: str | None = None
 
@@ -360,6 +363,7 @@ def _run(request: EmbedRequest, stack: SeasonStack, patches: PatchGrid, encoders
         compressor_summary=compressor_summary,
     )
     fingerprint = embedding_model.fingerprint
+    fitted_fingerprint = encoder_fingerprint(embedding_model.encoders, layout, embedding_model.fitted)
     if model is not None and fingerprint != model.fingerprint:
         raise LayoutMismatchError("EMBEDDING_MODEL: the rebuilt encoders do not reproduce the model's "
                                   "fingerprint; the file may come from another FusedEO version.")
@@ -371,6 +375,7 @@ def _run(request: EmbedRequest, stack: SeasonStack, patches: PatchGrid, encoders
         "compressor": dict(compressor_summary, sha256=embedding_model.compressor_sha256,
                            execution_provider=compressor.providers[0]),
         "embedding_fingerprint": fingerprint,
+        "encoder_fingerprint": fitted_fingerprint,
         "embedding_model_source": request.embedding_model_path,
         "inputs": [item.layer.to_json() for item in stack.layers],
         "seasons": [season for season, present in zip(SEASONS, stack.seasons_present) if present],
@@ -385,6 +390,16 @@ def _run(request: EmbedRequest, stack: SeasonStack, patches: PatchGrid, encoders
     }
     _write_outputs(output_path, table_path, patches, valid_indices, features, compressor, fingerprint,
                    provenance, progress)
+    if request.output_features_path:
+        store = FeatureStore.create_or_append(request.output_features_path, embedding_model.encoders, layout,
+                                              fitted_fingerprint)
+        stem = Path(request.output_path).stem
+        ids = [f"{stem}/{index // patches.cols}_{index % patches.cols}" for index in valid_indices]
+        store.append(ids, features, {"output": request.output_path, "inputs": provenance["inputs"],
+                                     "grid": provenance["grid"], "patch_size_px": request.patch_size_px,
+                                     "stride_px": request.stride_px, "fusedeo_version": __version__})
+        reporter.info(f"Feature store {request.output_features_path}: appended {len(ids)} fused vectors "
+                      f"(now {len(store)}).")
     if model_path is not None:
         embedding_model.save(model_path)
         reporter.info(f"Embedding model (fingerprint {fingerprint[:16]}) saved; reuse it as EMBEDDING_MODEL "

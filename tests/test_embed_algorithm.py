@@ -255,3 +255,41 @@ def test_qgis_process_runs_embed(tmp_path):
     assert dataset.RasterCount == 8
     assert np.all(np.isfinite(values))
     assert "OUTPUT:" in completed.stdout
+
+
+class TestFeatureStore:
+    def test_runs_pooled_in_one_store(self, processing, embedded_a, tmp_path):
+        from fusedeo.models.feature_store import FeatureStore
+
+        folder, _ = embedded_a
+        store_path = tmp_path / "features"
+        model = str(folder / "space.fusedeo")
+        run_embed(processing, tmp_path / "a.tif", **season_layers(LOCATION_A), EMBEDDING_MODEL=model,
+                  OUTPUT_FEATURES=str(store_path))
+        result = run_embed(processing, tmp_path / "b.tif", **season_layers(LOCATION_B), EMBEDDING_MODEL=model,
+                           OUTPUT_FEATURES=str(store_path))
+        assert result["OUTPUT_FEATURES"] == str(store_path)
+        store = FeatureStore.open(store_path)
+        assert len(store) == 32
+        assert store.ids[0] == "a/0_0"
+        assert store.ids[16] == "b/0_0"
+        assert store.layout == [{"name": "mosaiks", "channels": 4096, "seasons": 1}]
+        assert store.features.dtype == np.float32
+        assert store.features.shape == (32, 4096)
+        assert np.all(np.isfinite(store.features[:]))
+        assert [run["output"] for run in store.runs] == [str(tmp_path / "a.tif"), str(tmp_path / "b.tif")]
+        provenance = json.loads(gdal.Open(str(tmp_path / "b.tif")).GetMetadata()["FUSEDEO_PROVENANCE"])
+        assert provenance["encoder_fingerprint"] == store.encoder_fingerprint
+
+    def test_other_kernels_rejected(self, processing, embedded_a, tmp_path):
+        from qgis.core import QgsProcessingException
+
+        folder, _ = embedded_a
+        store_path = tmp_path / "features"
+        run_embed(processing, tmp_path / "a.tif", **season_layers(LOCATION_A),
+                  EMBEDDING_MODEL=str(folder / "space.fusedeo"), OUTPUT_FEATURES=str(store_path))
+        with pytest.raises(QgsProcessingException, match=r"was made with fitted encoder parts [0-9a-f]{16}, but "
+                                                         r"this run uses [0-9a-f]{16}"):
+            run_embed(processing, tmp_path / "summer.tif", S2L2A_SUMMER=str(LOCATION_B / "s2l2a_summer.tif"),
+                      OUTPUT_FEATURES=str(store_path))
+        assert not (tmp_path / "summer.tif").exists()

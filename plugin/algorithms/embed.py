@@ -11,6 +11,7 @@ from qgis.core import (
     QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
+    QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
@@ -61,6 +62,7 @@ class EmbedAlgorithm(FusedEOAlgorithm):
     OUTPUT = "OUTPUT"
     OUTPUT_TABLE = "OUTPUT_TABLE"
     OUTPUT_EMBEDDING_MODEL = "OUTPUT_EMBEDDING_MODEL"
+    OUTPUT_FEATURES = "OUTPUT_FEATURES"
 
     ALGORITHM_ID = "embed"
     DISPLAY_NAME = "Compute seasonal embeddings"
@@ -111,6 +113,9 @@ class EmbedAlgorithm(FusedEOAlgorithm):
                        "0 … N-1, one row per valid patch."),
         OUTPUT_EMBEDDING_MODEL: ("Embedding model", "Optional file (.fusedeo, a zip archive) with the "
                                  "encoders' settings, the fitted kernels and the compressor of this run."),
+        OUTPUT_FEATURES: ("Feature store", "Optional folder (a Zarr store) that keeps the raw fused vectors of "
+                          "the valid patches with their ids, for training a compressor. An existing store is "
+                          "appended to when its layout and fitted encoder parts match this run."),
     }
 
     def initAlgorithm(self, configuration: dict[str, Any] | None = None) -> None:  # noqa: N802 (QGIS API)
@@ -152,6 +157,8 @@ class EmbedAlgorithm(FusedEOAlgorithm):
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT_EMBEDDING_MODEL, self.label(self.OUTPUT_EMBEDDING_MODEL),
             fileFilter="FusedEO embedding models (*.fusedeo)", optional=True, createByDefault=False))
+        self.addParameter(QgsProcessingParameterFolderDestination(
+            self.OUTPUT_FEATURES, self.label(self.OUTPUT_FEATURES), optional=True, createByDefault=False))
 
     def checkParameterValues(self, parameters: dict[str, Any],  # noqa: N802 (QGIS API)
                              context: QgsProcessingContext) -> tuple[bool, str]:
@@ -203,6 +210,7 @@ class EmbedAlgorithm(FusedEOAlgorithm):
             embedding_model_path=self.parameterAsFile(parameters, self.EMBEDDING_MODEL, context) or None,
             output_table_path=self.parameterAsFileOutput(parameters, self.OUTPUT_TABLE, context) or None,
             output_model_path=self.parameterAsFileOutput(parameters, self.OUTPUT_EMBEDDING_MODEL, context) or None,
+            output_features_path=self.parameterAsFileOutput(parameters, self.OUTPUT_FEATURES, context) or None,
             extent=extent,
             extent_crs_wkt=extent_crs,
         )
@@ -219,6 +227,8 @@ class EmbedAlgorithm(FusedEOAlgorithm):
             outputs[self.OUTPUT_TABLE] = result.output_table_path
         if result.output_model_path:
             outputs[self.OUTPUT_EMBEDDING_MODEL] = result.output_model_path
+        if request.output_features_path:
+            outputs[self.OUTPUT_FEATURES] = request.output_features_path
         feedback.pushInfo(f"Embedding raster: {result.output_path} ({result.dimensions} bands, "
                           f"{result.patches_valid} of {result.patches_total} patches valid).")
         return outputs
