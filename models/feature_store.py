@@ -17,6 +17,7 @@ feature.
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +160,59 @@ def check_compatible(store: FeatureStore, layout: list[dict[str, Any]], fingerpr
             f"Feature store '{store.path}' was made with fitted encoder parts {store.encoder_fingerprint[:16]}, "
             f"but {other} uses {fingerprint[:16]}; embed with the same EMBEDDING_MODEL to pool features."
         )
+
+
+@dataclass
+class PooledFeatures:
+    """Rows of one or more compatible feature stores, read into memory.
+
+    Attributes:
+        features: Fused vectors ``(N, D)``, float32, store after store.
+        ids: Row ids, unique over all stores.
+        layout: The common fused layout.
+        encoders: Encoders and settings of the first store.
+        encoder_fingerprint: The common encoder fingerprint.
+        paths: Store folders in the order read.
+    """
+
+    features: np.ndarray
+    ids: list[str]
+    layout: list[dict[str, Any]]
+    encoders: list[dict[str, Any]]
+    encoder_fingerprint: str
+    paths: list[Path]
+
+
+def read_pooled(paths: Sequence[str | Path], parameter: str = "FEATURES") -> PooledFeatures:
+    """Read the rows of several feature stores whose layouts and fingerprints match.
+
+    Args:
+        paths: Store folders; the first one sets the layout and fingerprint.
+        parameter: Parameter name for messages.
+
+    Raises:
+        InputError: If no folder is given, a store is empty or ids repeat.
+        LayoutMismatchError: If a store has another layout or fingerprint than the first.
+    """
+    if not paths:
+        raise InputError(f"{parameter}: no feature store given; give at least one folder written by "
+                         "fusedeo:embed as OUTPUT_FEATURES.")
+    stores = [FeatureStore.open(path, parameter) for path in paths]
+    first = stores[0]
+    for store in stores[1:]:
+        check_compatible(store, first.layout, first.encoder_fingerprint, f"feature store '{first.path}'")
+    seen: dict[str, Path] = {}
+    blocks, ids = [], []
+    for store in stores:
+        if len(store) == 0:
+            raise InputError(f"{parameter}: feature store '{store.path}' has no rows.")
+        store_ids = store.ids
+        for identifier in store_ids:
+            if identifier in seen:
+                raise InputError(f"{parameter}: id '{identifier}' is in both '{seen[identifier]}' and "
+                                 f"'{store.path}'; pool stores of runs with different output names.")
+            seen[identifier] = store.path
+        blocks.append(np.asarray(store.features[:], dtype=np.float32))
+        ids.extend(store_ids)
+    return PooledFeatures(np.concatenate(blocks, axis=0), ids, first.layout, first.encoders,
+                          first.encoder_fingerprint, [store.path for store in stores])

@@ -1,0 +1,281 @@
+"""Downstream proxy for choosing an autoencoder checkpoint: closed-form ridge probes.
+
+Reconstruction error keeps falling long after downstream quality has peaked,
+so checkpoints are scored by how well linear probes on the embeddings predict
+targets. A probe is ridge regression solved in closed form on the embeddings
+of the training split and scored on the held-out split:
+
+- with NeuCo-Bench labels (``<task>__<type>.csv`` files with columns ``id``
+  and ``label``), each task is one target: R² for ``regression`` and macro F1
+  of the one-vs-rest ridge argmax for ``classification``;
+- without labels, the targets come from the fused vectors themselves: the
+  per-season mean of every block and the leading principal components of
+  every block. R² over all of them measures how much of each block a linear
+  read-out of the embedding still recovers.
+
+Embeddings are centred and divided by one global standard deviation, as the
+NeuCo-Bench evaluator standardises a submission, so the score depends on how
+the embedding dimensions are scaled and correlated (the output conditioning),
+not only on the information they carry.
+"""
+
+import csv
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError, MissingFileError, import_optional
+
+logger = logging.getLogger(__name__)
+
+REGRESSION = "regression"
+CLASSIFICATION = "classification"
+TASK_TYPES = (REGRESSION, CLASSIFICATION)
+# Ridge penalties relative to the mean eigenvalue of the Gram matrix; the best
+# one per target on the held-out split is used, so the proxy is not hostage to
+# one penalty.
+RELATIVE_PENALTIES = (1e-3, 1e-2, 1e-1, 1.0)
+PRINCIPAL_COMPONENTS_PER_BLOCK = 4
+MIN_ROWS_PER_SPLIT = 3
+
+
+@dataclass
+class ProxyTask:
+    """One probe target measured on the training and held-out rows.
+
+    Attributes:
+        name: Task name, for the report.
+        task_type: ``"regression"`` or ``"classification"``.
+        train_rows: Row indices into the training-split embeddings.
+        holdout_rows: Row indices into the held-out-split embeddings.
+        train_targets: ``(n_train, T)`` targets; for classification, class codes ``(n_train, 1)``.
+        holdout_targets: ``(n_holdout, T)`` targets, likewise.
+    """
+
+    name: str
+    task_type: str
+    train_rows: np.ndarray
+    holdout_rows: np.ndarray
+    train_targets: np.ndarray
+    holdout_targets: np.ndarray
+
+
+@dataclass
+class RidgeProxy:
+    """Score embeddings by closed-form ridge probes on a fixed set of tasks.
+
+    Attributes:
+        kind: ``"labels"`` or ``"label-free"``.
+        tasks: Probe targets.
+        notes: How the targets were built, for the report.
+    """
+
+    kind: str
+    tasks: list[ProxyTask]
+    notes: list[str] = field(default_factory=list)
+
+    def task_scores(self, train_embeddings: np.ndarray, holdout_embeddings: np.ndarray) -> dict[str, float]:
+        """Return the held-out score of every task.
+
+        Args:
+            train_embeddings: ``(n_train, K)`` embeddings of the training split.
+            holdout_embeddings: ``(n_holdout, K)`` embeddings of the held-out split.
+        """
+        scores = {}
+        for task in self.tasks:
+            train = train_embeddings[task.train_rows].astype(np.float64)
+            holdout = holdout_embeddings[task.holdout_rows].astype(np.float64)
+            scores[task.name] = _score_task(task, train, holdout)
+        return scores
+
+    def score(self, train_embeddings: np.ndarray, holdout_embeddings: np.ndarray) -> float:
+        """Return the mean held-out score over the tasks (higher is better)."""
+        return float(np.mean(list(self.task_scores(train_embeddings, holdout_embeddings).values())))
+
+
+def _standardise(train: np.ndarray, holdout: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centre by the training mean and divide by one global training standard deviation."""
+    mean = train.mean(axis=0)
+    scale = float(np.sqrt(((train - mean) ** 2).mean()))
+    scale = scale if scale > 0 else 1.0
+    return (train - mean) / scale, (holdout - mean) / scale
+
+
+def _ridge_predictions(train: np.ndarray, targets: np.ndarray, holdout: np.ndarray) -> list[np.ndarray]:
+    """Return held-out predictions of ridge fits for every relative penalty.
+
+    The Gram matrix is decomposed once (in sample space when there are fewer
+    samples than dimensions), so each penalty costs one matrix product.
+    """
+    train, holdout = _standardise(train, holdout)
+    target_mean = targets.mean(axis=0)
+    centred_targets = targets - target_mean
+    samples, width = train.shape
+    predictions = []
+    if samples < width:
+        eigenvalues, vectors = np.linalg.eigh(train @ train.T)
+        projected = vectors.T @ centred_targets
+        cross = holdout @ train.T @ vectors
+    else:
+        eigenvalues, vectors = np.linalg.eigh(train.T @ train)
+        projected = vectors.T @ (train.T @ centred_targets)
+        cross = holdout @ vectors
+    eigenvalues = np.clip(eigenvalues, 0.0, None)
+    mean_eigenvalue = max(float(eigenvalues.sum()) / width, 1e-12)
+    for relative in RELATIVE_PENALTIES:
+        # Both forms predict H V (Λ + λI)⁻¹ Vᵀ(...): the dual w = Xᵀ(XXᵀ + λI)⁻¹y equals the primal one.
+        coefficients = projected / (eigenvalues + relative * mean_eigenvalue)[:, None]
+        predictions.append(cross @ coefficients + target_mean)
+    return predictions
+
+
+def _r2(truth: np.ndarray, predicted: np.ndarray, reference_mean: np.ndarray) -> np.ndarray:
+    """Return R² per column, against the training mean so a constant guess scores 0."""
+    residual = ((truth - predicted) ** 2).sum(axis=0)
+    total = ((truth - reference_mean) ** 2).sum(axis=0)
+    return 1.0 - residual / np.maximum(total, 1e-12)
+
+
+def _macro_f1(truth: np.ndarray, predicted: np.ndarray, classes: np.ndarray) -> float:
+    """Return the macro F1 over ``classes``."""
+    scores = []
+    for value in classes:
+        true_positive = float(np.sum((predicted == value) & (truth == value)))
+        predicted_positive = float(np.sum(predicted == value))
+        actual_positive = float(np.sum(truth == value))
+        denominator = predicted_positive + actual_positive
+        scores.append(2.0 * true_positive / denominator if denominator else 0.0)
+    return float(np.mean(scores))
+
+
+def _score_task(task: ProxyTask, train: np.ndarray, holdout: np.ndarray) -> float:
+    """Return the best held-out score of a task over the ridge penalties."""
+    if task.task_type == REGRESSION:
+        reference_mean = task.train_targets.mean(axis=0)
+        candidates = _ridge_predictions(train, task.train_targets, holdout)
+        # Per target, the best penalty; R² below -1 is clipped so one wild target cannot dominate the mean.
+        per_target = np.max([_r2(task.holdout_targets, prediction, reference_mean) for prediction in candidates],
+                            axis=0)
+        return float(np.mean(np.clip(per_target, -1.0, 1.0)))
+    classes = np.unique(task.train_targets[:, 0])
+    one_hot = (task.train_targets[:, :1] == classes[None, :]).astype(np.float64)
+    candidates = _ridge_predictions(train, one_hot, holdout)
+    truth = task.holdout_targets[:, 0]
+    return max(_macro_f1(truth, classes[np.argmax(prediction, axis=1)], np.unique(truth)) for prediction in candidates)
+
+
+def label_free_proxy(train_features: np.ndarray, holdout_features: np.ndarray, layout: list[dict[str, Any]],
+                     seed: int) -> RidgeProxy:
+    """Build proxy targets from the fused vectors themselves.
+
+    Per block: the mean over channels of every season, and the scores on the
+    block's leading principal components (fitted on the training split).
+
+    Args:
+        train_features: ``(n_train, D)`` fused vectors of the training split.
+        holdout_features: ``(n_holdout, D)`` fused vectors of the held-out split.
+        layout: Fused blocks, in order.
+        seed: Seed of the randomised SVD.
+    """
+    extmath = import_optional("sklearn.utils.extmath", "computing label-free proxy targets")
+    train_rows = np.arange(train_features.shape[0])
+    holdout_rows = np.arange(holdout_features.shape[0])
+    tasks, notes = [], []
+    start = 0
+    for block in layout:
+        width = block["channels"] * block["seasons"]
+        train_block = train_features[:, start:start + width].astype(np.float64)
+        holdout_block = holdout_features[:, start:start + width].astype(np.float64)
+        start += width
+        # Index c * seasons + t: the seasons of one channel are adjacent.
+        train_means = train_block.reshape(-1, block["channels"], block["seasons"]).mean(axis=1)
+        holdout_means = holdout_block.reshape(-1, block["channels"], block["seasons"]).mean(axis=1)
+        tasks.append(ProxyTask(f"{block['name']} season means", REGRESSION, train_rows, holdout_rows,
+                               train_means, holdout_means))
+        components = min(PRINCIPAL_COMPONENTS_PER_BLOCK, train_block.shape[0] - 1, width)
+        if components >= 1:
+            centre = train_block.mean(axis=0)
+            _, _, basis = extmath.randomized_svd(train_block - centre, components, random_state=seed)
+            tasks.append(ProxyTask(f"{block['name']} principal components", REGRESSION, train_rows, holdout_rows,
+                                   (train_block - centre) @ basis.T, (holdout_block - centre) @ basis.T))
+        notes.append(f"{block['name']}: {block['seasons']} season mean(s) and {components} leading principal "
+                     "component(s) as targets.")
+    return RidgeProxy("label-free", tasks, notes)
+
+
+def read_label_tasks(folder: str | Path, parameter: str = "LABELS_FOLDER") -> list[tuple[str, str, dict[str, float]]]:
+    """Read NeuCo-Bench label files ``<task>__<type>.csv`` (columns ``id``, ``label``).
+
+    Rows with an empty label are skipped, as the NeuCo-Bench evaluator does.
+
+    Returns:
+        ``(task, type, {id: label})`` per file, sorted by file name.
+
+    Raises:
+        MissingFileError: If the folder does not exist.
+        InputError: If it has no label file, or a file is malformed.
+    """
+    directory = Path(folder)
+    if not directory.is_dir():
+        raise MissingFileError(f"{parameter}: folder '{directory}' does not exist.")
+    files = sorted(directory.glob("*.csv"))
+    if not files:
+        raise InputError(f"{parameter}: folder '{directory}' has no .csv label files; expected NeuCo-Bench files "
+                         "named <task>__<type>.csv with columns id and label.")
+    tasks = []
+    for path in files:
+        task, separator, task_type = path.stem.partition("__")
+        if not separator or task_type not in TASK_TYPES:
+            raise InputError(f"{parameter}: label file '{path.name}' is not named <task>__<type>.csv with type "
+                             f"{' or '.join(TASK_TYPES)}.")
+        labels: dict[str, float] = {}
+        with path.open(newline="", encoding="utf-8") as stream:
+            reader = csv.DictReader(stream)
+            if reader.fieldnames is None or "id" not in reader.fieldnames or "label" not in reader.fieldnames:
+                raise InputError(f"{parameter}: label file '{path.name}' has columns {reader.fieldnames}; "
+                                 "expected id and label.")
+            for line, row in enumerate(reader, start=2):
+                if row["label"] in (None, ""):
+                    continue
+                try:
+                    labels[row["id"]] = float(row["label"])
+                except ValueError as err:
+                    raise InputError(f"{parameter}: label file '{path.name}' line {line}: label "
+                                     f"'{row['label']}' is not a number.") from err
+        tasks.append((task, task_type, labels))
+    return tasks
+
+
+def labelled_proxy(label_tasks: list[tuple[str, str, dict[str, float]]], train_ids: list[str],
+                   holdout_ids: list[str], parameter: str = "LABELS_FOLDER") -> RidgeProxy:
+    """Build proxy tasks from labels keyed by feature-store ids.
+
+    Raises:
+        InputError: If a task has fewer than three labelled rows in either split,
+            or a classification task has one class only.
+    """
+    tasks, notes = [], []
+    train_index = {identifier: row for row, identifier in enumerate(train_ids)}
+    holdout_index = {identifier: row for row, identifier in enumerate(holdout_ids)}
+    for name, task_type, labels in label_tasks:
+        train_labelled = [identifier for identifier in train_ids if identifier in labels]
+        holdout_labelled = [identifier for identifier in holdout_ids if identifier in labels]
+        train_rows = np.array([train_index[i] for i in train_labelled], dtype=np.int64)
+        holdout_rows = np.array([holdout_index[i] for i in holdout_labelled], dtype=np.int64)
+        if train_rows.size < MIN_ROWS_PER_SPLIT or holdout_rows.size < MIN_ROWS_PER_SPLIT:
+            raise InputError(
+                f"{parameter}: task '{name}' labels {train_rows.size} training and {holdout_rows.size} held-out "
+                f"rows of the feature stores; at least {MIN_ROWS_PER_SPLIT} of each are needed. Check that the "
+                "label ids are the store ids (for example 'embedding/0_3'), or label more patches."
+            )
+        train_targets = np.array([[labels[identifier]] for identifier in train_labelled], dtype=np.float64)
+        holdout_targets = np.array([[labels[identifier]] for identifier in holdout_labelled], dtype=np.float64)
+        if task_type == CLASSIFICATION and np.unique(train_targets).size < 2:
+            raise InputError(f"{parameter}: classification task '{name}' has one class only in the training "
+                             "split; it cannot score a probe.")
+        tasks.append(ProxyTask(name, task_type, train_rows, holdout_rows, train_targets, holdout_targets))
+        notes.append(f"{name} ({task_type}): {train_rows.size} training and {holdout_rows.size} held-out rows.")
+    return RidgeProxy("labels", tasks, notes)
