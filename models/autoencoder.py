@@ -375,7 +375,8 @@ def fit_conditioning(name: str, train_embeddings: np.ndarray) -> Conditioning:
 
 
 def export_onnx(trained: TrainedAutoencoder, conditioning: Conditioning, layout: list[dict[str, Any]],
-                summary: dict[str, Any], normalisation: dict[str, Any], features_sha256: str) -> bytes:
+                summary: dict[str, Any], normalisation: dict[str, Any], features_sha256: str,
+                encoder_fingerprint: str) -> bytes:
     """Build the chosen encoder plus its output conditioning as an ONNX model.
 
     The graph is ``LayerNormalization → MatMul/Add → GELU (erf form) →
@@ -390,6 +391,8 @@ def export_onnx(trained: TrainedAutoencoder, conditioning: Conditioning, layout:
         summary: Training summary, stored as ``fusedeo_summary``.
         normalisation: Input normalisation and output conditioning, stored as ``fusedeo_normalisation``.
         features_sha256: Hash of the training features, stored as ``fusedeo_training_features_sha256``.
+        encoder_fingerprint: Fingerprint of the encoders and fitted parts that made the training features,
+            stored as ``fusedeo_encoder_fingerprint`` so that embedding runs with other parts are rejected.
 
     Returns:
         The serialised model.
@@ -449,6 +452,7 @@ def export_onnx(trained: TrainedAutoencoder, conditioning: Conditioning, layout:
         "fusedeo_summary": json.dumps(summary),
         "fusedeo_normalisation": json.dumps(normalisation),
         "fusedeo_training_features_sha256": features_sha256,
+        "fusedeo_encoder_fingerprint": encoder_fingerprint,
     }
     for key, value in metadata.items():
         entry = model.metadata_props.add()

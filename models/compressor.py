@@ -206,6 +206,22 @@ class OnnxCompressor:
                 f"is {json.dumps(layout)}. Use a compressor trained for these encoders and settings."
             )
 
+    def check_encoder_fingerprint(self, fingerprint: str) -> None:
+        """Reject a compressor trained on features of other fitted encoder parts (such as other mosaiks kernels).
+
+        Compressors without a recorded fingerprint (PCA, foreign models) pass.
+
+        Raises:
+            LayoutMismatchError: Naming both fingerprints.
+        """
+        recorded = self.metadata.get("fusedeo_encoder_fingerprint")
+        if recorded is not None and recorded != fingerprint:
+            raise LayoutMismatchError(
+                f"COMPRESSOR: '{self.source}' was trained on features of fitted encoder parts {recorded[:16]}, but "
+                f"this run's encoders have {fingerprint[:16]}. Set EMBEDDING_MODEL to the embedding model whose "
+                "feature stores trained the compressor, so this run uses the same encoder parts."
+            )
+
     def compress(self, features: np.ndarray) -> np.ndarray:
         """Return the embeddings ``(N, K)`` of fused vectors ``(N, D)``."""
         output = self.session.run(None, {self.input_name: np.ascontiguousarray(features, dtype=np.float32)})

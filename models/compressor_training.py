@@ -296,7 +296,8 @@ def train_compressor(request: CompressorTrainingRequest, reporter: Reporter) -> 
         "loss_block_weights": block_weights,
         "output_conditioning": conditioning.name,
     }
-    model_bytes = export_onnx(trained, conditioning, pooled.layout, summary, normalisation, sha256)
+    model_bytes = export_onnx(trained, conditioning, pooled.layout, summary, normalisation, sha256,
+                              pooled.encoder_fingerprint)
     difference = _check_export(model_bytes, trained, conditioning, holdout_features, reporter)
     if reporter.is_canceled():
         raise RunCancelledError("Training cancelled before writing; no compressor was written.")

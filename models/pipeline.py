@@ -120,9 +120,6 @@ def check_request(request: EmbedRequest) -> None:
         raise InputError(f"MIN_VALID_FRACTION: {request.min_valid_fraction}; expected a value in (0, 1].")
     if request.dimensions < 1:
         raise InputError(f"DIMENSIONS: {request.dimensions}; expected 1 or more.")
-    if request.compressor_path and request.embedding_model_path:
-        raise InputError("COMPRESSOR and EMBEDDING_MODEL are both set; an embedding model already contains "
-                         "its compressor. Leave COMPRESSOR empty.")
     seen: dict[tuple[str, Sensor], str] = {}
     for spec in request.layers:
         key = (spec.season, spec.sensor)
@@ -364,7 +361,10 @@ def _run(request: EmbedRequest, stack: SeasonStack, patches: PatchGrid, encoders
     )
     fingerprint = embedding_model.fingerprint
     fitted_fingerprint = encoder_fingerprint(embedding_model.encoders, layout, embedding_model.fitted)
-    if model is not None and fingerprint != model.fingerprint:
+    if compressor is not None:
+        compressor.check_encoder_fingerprint(fitted_fingerprint)
+    # Compare the encoder side only: a COMPRESSOR file replaces the model's compressor.
+    if model is not None and fitted_fingerprint != encoder_fingerprint(model.encoders, model.layout, model.fitted):
         raise LayoutMismatchError("EMBEDDING_MODEL: the rebuilt encoders do not reproduce the model's "
                                   "fingerprint; the file may come from another FusedEO version.")
 
@@ -411,15 +411,15 @@ def _run(request: EmbedRequest, stack: SeasonStack, patches: PatchGrid, encoders
 def _compressor_for(request: EmbedRequest, model: EmbeddingModel | None, compressor: OnnxCompressor | None,
                     features: np.ndarray, layout: list[dict[str, Any]], device: str,
                     reporter: Reporter) -> tuple[OnnxCompressor, dict[str, Any]]:
-    """Return the compressor of the embedding model, the given file, or PCA fitted on ``features``."""
-    if model is not None:
-        loaded = OnnxCompressor(model.compressor, "EMBEDDING_MODEL compressor", device)
-        loaded.check_layout(layout)
-        return loaded, model.compressor_summary
+    """Return the given compressor file, the embedding model's compressor, or PCA fitted on ``features``."""
     if compressor is not None:
         compressor.check_layout(layout)
         return compressor, {"kind": compressor.kind, "source": str(request.compressor_path),
                             "input_width": compressor.input_width, "output_width": compressor.output_width}
+    if model is not None:
+        loaded = OnnxCompressor(model.compressor, "EMBEDDING_MODEL compressor", device)
+        loaded.check_layout(layout)
+        return loaded, model.compressor_summary
     samples, width = features.shape
     components = min(request.dimensions, samples - 1, width)
     if components < 1:

@@ -94,7 +94,10 @@ class EmbedAlgorithm(FusedEOAlgorithm):
                              "given seasons) is below this value get nodata and are left out of kernel "
                              "sampling and PCA fitting."),
         COMPRESSOR: ("Compressor (.onnx)", "ONNX compressor with one input [N, D] of fused vectors and one "
-                     "output [N, K]. When empty, PCA to DIMENSIONS is fitted on this run's patches."),
+                     "output [N, K], for example from Train autoencoder compressor; it replaces the compressor "
+                     "of EMBEDDING_MODEL when both are set. A compressor trained on fitted encoder parts (mosaiks "
+                     "kernels) needs the EMBEDDING_MODEL that made its training features. When empty, PCA to "
+                     "DIMENSIONS is fitted on this run's patches."),
         DIMENSIONS: ("Embedding dimensions", "Number of PCA components when no compressor is given; capped "
                      "at the number of valid patches minus one, with a warning."),
         S2_OFFSET: ("Sentinel-2 offset", "Whether Sentinel-2 values carry ESA's +1000 offset (products of "
