@@ -36,8 +36,8 @@ CONDITIONINGS = (AS_TRAINED, PCA_ROTATED, WHITENED)
 INVERSE_VARIANCE = "inverse_variance"
 EQUAL = "equal"
 LAYER_NORM_EPSILON = 1e-5
-# Whitening divides by the square root of each principal variance; variances
-# below this fraction of the largest are raised to it, so directions the
+# Whitening divides by the square root of each principal variance. Variances
+# below this fraction of the largest are raised to it, so that directions the
 # training embeddings barely span are not blown up.
 WHITENING_FLOOR = 1e-6
 _EVAL_BATCH_ROWS = 1024

@@ -13,10 +13,12 @@ of the training split and scored on the held-out split:
   every block. R² over all of them measures how much of each block a linear
   read-out of the embedding still recovers.
 
-Embeddings are centred and divided by one global standard deviation, as the
-NeuCo-Bench evaluator standardises a submission, so the score depends on how
-the embedding dimensions are scaled and correlated (the output conditioning),
-not only on the information they carry.
+Embeddings are divided by one global standard deviation over all values, as
+the NeuCo-Bench evaluator standardises a submission (embed2scale/NeuCo-Bench,
+``benchmark/data/embeddings.py``). The score therefore depends on how the
+embedding dimensions are scaled and correlated (the output conditioning), not
+only on the information they carry. Per-column centring changes nothing,
+because the probes fit an intercept.
 """
 
 import csv
@@ -34,9 +36,9 @@ logger = logging.getLogger(__name__)
 REGRESSION = "regression"
 CLASSIFICATION = "classification"
 TASK_TYPES = (REGRESSION, CLASSIFICATION)
-# Ridge penalties relative to the mean eigenvalue of the Gram matrix; the best
-# one per target on the held-out split is used, so the proxy is not hostage to
-# one penalty.
+# Ridge penalties, relative to the mean eigenvalue of the Gram matrix. Each
+# target uses the penalty that scores best on the held-out split, so that no
+# single penalty decides the proxy.
 RELATIVE_PENALTIES = (1e-3, 1e-2, 1e-1, 1.0)
 PRINCIPAL_COMPONENTS_PER_BLOCK = 4
 MIN_ROWS_PER_SPLIT = 3
@@ -85,10 +87,14 @@ class RidgeProxy:
             holdout_embeddings: ``(n_holdout, K)`` embeddings of the held-out split.
         """
         scores = {}
+        # Tasks on the same rows (all label-free ones) share one decomposition.
+        bases: dict[tuple[int, int], _RidgeBasis] = {}
         for task in self.tasks:
-            train = train_embeddings[task.train_rows].astype(np.float64)
-            holdout = holdout_embeddings[task.holdout_rows].astype(np.float64)
-            scores[task.name] = _score_task(task, train, holdout)
+            key = (id(task.train_rows), id(task.holdout_rows))
+            if key not in bases:
+                bases[key] = _decompose(train_embeddings[task.train_rows].astype(np.float64),
+                                        holdout_embeddings[task.holdout_rows].astype(np.float64))
+            scores[task.name] = _score_task(task, bases[key])
         return scores
 
     def score(self, train_embeddings: np.ndarray, holdout_embeddings: np.ndarray) -> float:
@@ -96,39 +102,62 @@ class RidgeProxy:
         return float(np.mean(list(self.task_scores(train_embeddings, holdout_embeddings).values())))
 
 
-def _standardise(train: np.ndarray, holdout: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Centre by the training mean and divide by one global training standard deviation."""
+@dataclass
+class _RidgeBasis:
+    """Eigendecomposition of the standardised training Gram matrix, shared by all targets on the same rows.
+
+    Attributes:
+        train: Standardised training embeddings ``(n_train, K)``.
+        eigenvalues: Eigenvalues, clipped at 0.
+        vectors: Eigenvectors, in sample space when ``dual``.
+        cross: Held-out embeddings mapped onto the eigenvectors.
+        dual: Whether the Gram matrix is ``X Xᵀ`` (fewer samples than dimensions) instead of ``Xᵀ X``.
+    """
+
+    train: np.ndarray
+    eigenvalues: np.ndarray
+    vectors: np.ndarray
+    cross: np.ndarray
+    dual: bool
+
+
+def _decompose(train: np.ndarray, holdout: np.ndarray) -> _RidgeBasis:
+    """Standardise the embeddings and decompose the Gram matrix of the training split.
+
+    Embeddings are centred by the training mean and divided by one global
+    training standard deviation, so the relative scale of dimensions is kept.
+    """
     mean = train.mean(axis=0)
     scale = float(np.sqrt(((train - mean) ** 2).mean()))
     scale = scale if scale > 0 else 1.0
-    return (train - mean) / scale, (holdout - mean) / scale
-
-
-def _ridge_predictions(train: np.ndarray, targets: np.ndarray, holdout: np.ndarray) -> list[np.ndarray]:
-    """Return held-out predictions of ridge fits for every relative penalty.
-
-    The Gram matrix is decomposed once (in sample space when there are fewer
-    samples than dimensions), so each penalty costs one matrix product.
-    """
-    train, holdout = _standardise(train, holdout)
-    target_mean = targets.mean(axis=0)
-    centred_targets = targets - target_mean
+    train, holdout = (train - mean) / scale, (holdout - mean) / scale
     samples, width = train.shape
-    predictions = []
     if samples < width:
         eigenvalues, vectors = np.linalg.eigh(train @ train.T)
-        projected = vectors.T @ centred_targets
         cross = holdout @ train.T @ vectors
     else:
         eigenvalues, vectors = np.linalg.eigh(train.T @ train)
-        projected = vectors.T @ (train.T @ centred_targets)
         cross = holdout @ vectors
-    eigenvalues = np.clip(eigenvalues, 0.0, None)
-    mean_eigenvalue = max(float(eigenvalues.sum()) / width, 1e-12)
+    return _RidgeBasis(train, np.clip(eigenvalues, 0.0, None), vectors, cross, samples < width)
+
+
+def _ridge_predictions(basis: _RidgeBasis, targets: np.ndarray) -> list[np.ndarray]:
+    """Return held-out predictions of ridge fits for every relative penalty.
+
+    Each penalty costs one matrix product, because the decomposition is shared.
+    """
+    target_mean = targets.mean(axis=0)
+    centred_targets = targets - target_mean
+    if basis.dual:
+        projected = basis.vectors.T @ centred_targets
+    else:
+        projected = basis.vectors.T @ (basis.train.T @ centred_targets)
+    mean_eigenvalue = max(float(basis.eigenvalues.sum()) / basis.train.shape[1], 1e-12)
+    predictions = []
     for relative in RELATIVE_PENALTIES:
         # Both forms predict H V (Λ + λI)⁻¹ Vᵀ(...): the dual w = Xᵀ(XXᵀ + λI)⁻¹y equals the primal one.
-        coefficients = projected / (eigenvalues + relative * mean_eigenvalue)[:, None]
-        predictions.append(cross @ coefficients + target_mean)
+        coefficients = projected / (basis.eigenvalues + relative * mean_eigenvalue)[:, None]
+        predictions.append(basis.cross @ coefficients + target_mean)
     return predictions
 
 
@@ -151,18 +180,18 @@ def _macro_f1(truth: np.ndarray, predicted: np.ndarray, classes: np.ndarray) -> 
     return float(np.mean(scores))
 
 
-def _score_task(task: ProxyTask, train: np.ndarray, holdout: np.ndarray) -> float:
+def _score_task(task: ProxyTask, basis: _RidgeBasis) -> float:
     """Return the best held-out score of a task over the ridge penalties."""
     if task.task_type == REGRESSION:
         reference_mean = task.train_targets.mean(axis=0)
-        candidates = _ridge_predictions(train, task.train_targets, holdout)
+        candidates = _ridge_predictions(basis, task.train_targets)
         # Per target, the best penalty; R² below -1 is clipped so one wild target cannot dominate the mean.
         per_target = np.max([_r2(task.holdout_targets, prediction, reference_mean) for prediction in candidates],
                             axis=0)
         return float(np.mean(np.clip(per_target, -1.0, 1.0)))
     classes = np.unique(task.train_targets[:, 0])
     one_hot = (task.train_targets[:, :1] == classes[None, :]).astype(np.float64)
-    candidates = _ridge_predictions(train, one_hot, holdout)
+    candidates = _ridge_predictions(basis, one_hot)
     truth = task.holdout_targets[:, 0]
     return max(_macro_f1(truth, classes[np.argmax(prediction, axis=1)], np.unique(truth)) for prediction in candidates)
 

@@ -1,11 +1,11 @@
 """Train an autoencoder compressor on pooled feature stores and write it as ONNX with a report.
 
-Steps: read and pool the stores (layouts and encoder fingerprints must
-match), split the rows into training and held-out sets with the seed, build
-the proxy (labels or label-free targets), train with proxy-chosen
-checkpoints, choose the output conditioning, export to ONNX, check that
-onnxruntime reproduces torch, then write the model and the report. Nothing is
-written when the run fails or is cancelled.
+The stores are read and pooled (their layouts and encoder fingerprints must
+match), and the rows are split into training and held-out sets with the seed.
+The proxy (labels or label-free targets) scores the checkpoints of training,
+and then chooses the output conditioning. The chosen encoder is exported to
+ONNX, and onnxruntime must reproduce torch before the model and the report are
+written. Nothing is written when the run fails or is cancelled.
 """
 
 import hashlib
@@ -83,7 +83,7 @@ class CompressorTrainingRequest:
 
 @dataclass
 class CompressorTrainingResult:
-    """What a training run wrote and chose.
+    """Outputs and choices of a training run.
 
     Attributes:
         output_path: The ONNX compressor.

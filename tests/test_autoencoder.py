@@ -69,8 +69,8 @@ class TestCheckpointSelection:
         assert int(np.argmax(scores)) + 1 == 3
         assert trained.chosen_epoch == 3
         # The kept weights are those of epoch 3, not of the last epoch.
-        kept = encode(encoder_from_state(trained), holdout, "cpu")
-        np.testing.assert_allclose(kept, recorded[3][1], atol=1e-6)
+        kept_embeddings = encode(encoder_from_state(trained), holdout, "cpu")
+        np.testing.assert_allclose(kept_embeddings, recorded[3][1], atol=1e-6)
 
     def test_checkpoint_epochs_default(self):
         assert AutoencoderConfig(epochs=160).checkpoint_epochs() == list(range(5, 161, 5))

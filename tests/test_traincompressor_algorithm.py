@@ -218,3 +218,25 @@ def test_cancel_leaves_no_output(processing, stores, tmp_path):
     assert result == {}
     assert list(tmp_path.iterdir()) == []
     assert any("Training cancelled in epoch" in info for info in feedback.infos)
+
+
+@pytest.mark.qgis_process
+def test_qgis_process_pools_two_stores(stores, tmp_path):
+    import subprocess
+
+    from conftest import REPO_ROOT
+
+    output = tmp_path / "cli.onnx"
+    command = [
+        "bash", str(REPO_ROOT / "scripts" / "with_env.sh"), "qgis_process.bin", "run", "fusedeo:traincompressor",
+        "--", f"FEATURES={stores / 'store_a'}", f"EXTRA_FEATURES={stores / 'store_b'}", "DIMENSIONS=8", "EPOCHS=2",
+        "OUTPUT_CONDITIONING=whitened", "DEVICE=cpu", f"OUTPUT_COMPRESSOR={output}",
+        f"OUTPUT_REPORT={tmp_path / 'cli.html'}",
+    ]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
+    summary = json.loads(onnx_metadata(output)["fusedeo_summary"])
+    assert summary["samples"] == 128
+    assert summary["output_width"] == 8
+    assert summary["conditioning"] == "whitened"
+    assert "OUTPUT_COMPRESSOR:" in completed.stdout
