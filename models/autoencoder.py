@@ -254,6 +254,7 @@ def train_autoencoder(train_features: np.ndarray, holdout_features: np.ndarray, 
     total_steps = steps_per_epoch * config.epochs
     milestones = [int(0.6 * total_steps), int(0.9 * total_steps)]
     checkpoint_epochs = set(config.checkpoint_epochs())
+    # NOTE: training on CUDA has the same code path but is not covered by the tests, which run on the CPU.
     deterministic = torch.are_deterministic_algorithms_enabled()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)

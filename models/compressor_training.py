@@ -48,7 +48,13 @@ logger = logging.getLogger(__name__)
 
 AUTO = "auto"
 CONDITIONING_CHOICES = (AUTO, *CONDITIONINGS)
-# onnxruntime must reproduce torch within this maximum absolute difference.
+# onnxruntime must reproduce torch within this maximum absolute difference,
+# relative to the output scale when that exceeds 1. float32 sums over tens of
+# thousands of inputs differ by summation order, so at D = 20,992 the outputs
+# differ by about 1e-6 of the encoder output's magnitude (27e-6 for outputs up
+# to 40 in benchmarks/compressor.py), and the output conditioning multiplies
+# such differences by up to its largest singular value (whitening: 42e-6 for
+# outputs up to 6).
 EXPORT_TOLERANCE = 1e-5
 _EXPORT_CHECK_ROWS = 256
 _HASH_CHUNK_ROWS = 1024
@@ -237,12 +243,19 @@ def _check_export(model_bytes: bytes, trained: TrainedAutoencoder, conditioning:
     """
     rows = np.ascontiguousarray(features[:_EXPORT_CHECK_ROWS], dtype=np.float32)
     runtime = OnnxCompressor(model_bytes, "trained autoencoder", "cpu").compress(rows)
-    difference = float(np.max(np.abs(runtime - torch_reference(trained, conditioning, rows))))
-    if difference > EXPORT_TOLERANCE:
-        raise ModelFileError(f"The exported compressor differs from the trained model by {difference:.3g} "
-                             f"(allowed {EXPORT_TOLERANCE:g}); the ONNX export is wrong.")
-    reporter.info(f"onnxruntime reproduces torch within {difference:.2g} (max abs difference, "
-                  f"{rows.shape[0]} rows).")
+    reference = torch_reference(trained, conditioning, rows)
+    difference = float(np.max(np.abs(runtime - reference)))
+    magnitude = float(np.max(np.abs(reference)))
+    if conditioning.matrix is not None:
+        code = torch_reference(trained, Conditioning(AS_TRAINED), rows)
+        gain = float(np.linalg.norm(conditioning.matrix.astype(np.float64), ord=2))
+        magnitude = max(magnitude, float(np.max(np.abs(code))) * gain)
+    tolerance = EXPORT_TOLERANCE * max(1.0, magnitude)
+    if difference > tolerance:
+        raise ModelFileError(f"The exported compressor differs from the trained model by {difference:.3g} at an "
+                             f"output scale of {magnitude:.3g} (allowed {tolerance:.3g}); the ONNX export is wrong.")
+    reporter.info(f"onnxruntime reproduces torch within {difference:.2g} (max abs difference over "
+                  f"{rows.shape[0]} rows, output scale {magnitude:.3g}, allowed {tolerance:.2g}).")
     return difference
 
 
