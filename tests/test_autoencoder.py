@@ -214,3 +214,34 @@ class TestLabelFiles:
         (tmp_path / "biomass__regression.csv").write_text("id,value\na/0_0,1.5\n")
         with pytest.raises(InputError, match=r"has columns \['id', 'value'\]; expected id and label"):
             read_label_tasks(tmp_path)
+
+
+class TestTrainingChecks:
+    def test_export_check_rejects_other_graph(self, trained, split):
+        from fusedeo.errors import ModelFileError
+        from fusedeo.models.compressor_training import _check_export
+
+        train, holdout = split
+        embeddings = encode(encoder_from_state(trained), train, "cpu")
+        model_bytes = export(trained, fit_conditioning("as_trained", embeddings), train)
+        with pytest.raises(ModelFileError, match=r"The exported compressor differs from the trained model by "
+                                                 r".* the ONNX export is wrong"):
+            _check_export(model_bytes, trained, fit_conditioning("whitened", embeddings), holdout, LoggingReporter())
+
+    def test_split_needs_three_rows_each(self):
+        from fusedeo.models.compressor_training import split_rows
+
+        train_rows, holdout_rows = split_rows(20, 0.2, seed=1)
+        assert (train_rows.size, holdout_rows.size) == (16, 4)
+        assert sorted(np.concatenate([train_rows, holdout_rows]).tolist()) == list(range(20))
+        with pytest.raises(InputError, match=r"FEATURES: 10 rows with HOLDOUT_FRACTION=0.2 give 8 training and 2 "
+                                             r"held-out rows; each needs at least 3"):
+            split_rows(10, 0.2, seed=1)
+
+    def test_labels_of_other_ids_rejected(self):
+        from fusedeo.models.compressor_proxy import labelled_proxy
+
+        tasks = [("biomass", "regression", {"x/0_0": 1.0, "x/0_1": 2.0})]
+        with pytest.raises(InputError, match=r"task 'biomass' labels 0 training and 0 held-out rows of the feature "
+                                             r"stores; at least 3 of each are needed"):
+            labelled_proxy(tasks, ["a/0_0", "a/0_1", "a/0_2"], ["a/1_0", "a/1_1", "a/1_2"])

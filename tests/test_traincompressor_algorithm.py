@@ -211,6 +211,22 @@ class TestErrors:
             run_train(processing, tmp_path, FEATURES=str(LOCATION_A))
 
 
+def test_same_seed_same_model(processing, stores, tmp_path):
+    import onnx
+
+    models = []
+    for name in ("first", "second"):
+        folder = tmp_path / name
+        folder.mkdir()
+        run_train(processing, folder, FEATURES=str(stores / "store_a"), EPOCHS=1, DIMENSIONS=8)
+        models.append(onnx.load(str(folder / "compressor.onnx")))
+    first, second = ({item.name: onnx.numpy_helper.to_array(item) for item in model.graph.initializer}
+                     for model in models)
+    assert sorted(first) == sorted(second)
+    for name in first:
+        assert np.array_equal(first[name], second[name]), name
+
+
 def test_cancel_leaves_no_output(processing, stores, tmp_path):
     feedback = RecordingFeedback(cancel_after_percent=30)
     result = run_train(processing, tmp_path, feedback, FEATURES=str(stores / "store_a"),
