@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from osgeo import gdal
 
 from .. import __version__
 from ..errors import InputError, LayoutMismatchError, RunCancelledError
@@ -49,6 +50,10 @@ from .encoders import create_encoder, ordered_encoder_names
 from .encoders.base import Encoder, PatchSampler
 
 logger = logging.getLogger(__name__)
+
+GDAL_CACHE_BYTES = 32 * 1024 * 1024
+"""GDAL block cache during an embedding run."""
+
 
 @dataclass
 class EmbedRequest:
@@ -292,6 +297,10 @@ def run_embedding(request: EmbedRequest, reporter: Reporter) -> EmbedResult:
     _summary(request, stack, patches, encoders, reporter)
     progress = _Progress(reporter)
     pending = PendingOutputs()
+    # GDAL's block cache (5 % of RAM by default) would otherwise grow with the
+    # area read; patches are read once per pass, so a small cache is enough.
+    cache_bytes = gdal.GetCacheMax()
+    gdal.SetCacheMax(min(cache_bytes, GDAL_CACHE_BYTES))
     try:
         with tempfile.TemporaryDirectory(prefix="fusedeo-features-") as scratch:
             result = _run(request, stack, patches, encoders, model, compressor, device, progress, pending,
@@ -302,6 +311,7 @@ def run_embedding(request: EmbedRequest, reporter: Reporter) -> EmbedResult:
         raise
     finally:
         stack.close()
+        gdal.SetCacheMax(cache_bytes)
     reporter.debug(f"Embedding run took {time.perf_counter() - started:.1f} s.")
     return result
 
