@@ -1,11 +1,12 @@
 """Encoder registry: names accepted by ``ENCODERS`` and their fused-block order."""
 
+import importlib
 from typing import Any
 
 from ...errors import InputError
-from .base import Encoder
+from .base import Encoder, EncoderCard
 
-ENCODER_NAMES: tuple[str, ...] = ("mosaiks",)
+ENCODER_NAMES: tuple[str, ...] = ("mosaiks", "croma", "dofa", "scalemae", "copernicusfm", "prithvi")
 """Known encoders, in the fixed order their blocks take in the fused vector."""
 
 
@@ -27,9 +28,35 @@ def create_encoder(name: str, device: str = "cpu", **settings: Any) -> Encoder:
         from .mosaiks import MosaiksEncoder
 
         return MosaiksEncoder(device=device, **settings)
+    if name == "croma":
+        from .croma import CromaEncoder
+
+        return CromaEncoder(device=device, **settings)
+    if name == "dofa":
+        from .dofa import DofaEncoder
+
+        return DofaEncoder(device=device, **settings)
     raise InputError(
         f"ENCODERS: unknown encoder '{name}'; expected one of {', '.join(ENCODER_NAMES)}."
     )
+
+
+def encoder_card(name: str) -> EncoderCard:
+    """Return the model card of encoder ``name`` without building the encoder.
+
+    Each encoder module ``<name>.py`` defines a module-level ``CARD`` and
+    imports torch only inside its functions, so this stays cheap.
+
+    Raises:
+        InputError: If ``name`` is not a known encoder.
+    """
+    if name not in ENCODER_NAMES:
+        raise InputError(
+            f"ENCODERS: unknown encoder '{name}'; expected one of {', '.join(ENCODER_NAMES)}."
+        )
+    module = importlib.import_module(f".{name}", __name__)
+    card: EncoderCard = module.CARD
+    return card
 
 
 def ordered_encoder_names(names: list[str]) -> list[str]:
