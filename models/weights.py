@@ -99,6 +99,22 @@ def licence_requires_acceptance(info: WeightsInfo) -> bool:
     return info.licence in NON_COMMERCIAL_LICENCES
 
 
+def check_licence_accepted(info: WeightsInfo, accept_licence: bool) -> None:
+    """Raise unless ``info``'s licence needs no acceptance or was accepted.
+
+    Raises:
+        LicenceNotAcceptedError: If the licence is non-commercial and
+            ``accept_licence`` is False.
+    """
+    if licence_requires_acceptance(info) and not accept_licence:
+        raise LicenceNotAcceptedError(
+            f"ACCEPT_LICENCE: {info.file_name} is licensed {info.licence} "
+            "(non-commercial use only). Read the licence, then accept it explicitly: "
+            "set ACCEPT_LICENCE to True in fusedeo:downloadweights, or pass "
+            "accept_licence=True."
+        )
+
+
 def _format_size(size_bytes: int) -> str:
     """Return ``size_bytes`` as bytes plus a rounded MB/GB figure."""
     if size_bytes >= 1_000_000_000:
@@ -239,13 +255,7 @@ class WeightStore:
                 and ``accept_licence`` is False.
         """
         self.reporter.info(f"{info.file_name} is published under the licence {info.licence}.")
-        if licence_requires_acceptance(info) and not accept_licence:
-            raise LicenceNotAcceptedError(
-                f"ACCEPT_LICENCE: {info.file_name} is licensed {info.licence} "
-                "(non-commercial use only). Read the licence, then accept it explicitly: "
-                "set ACCEPT_LICENCE to True in fusedeo:downloadweights, or pass "
-                "accept_licence=True."
-            )
+        check_licence_accepted(info, accept_licence)
         if licence_requires_acceptance(info):
             self.reporter.warning(
                 f"The {info.licence} licence of {info.file_name} was accepted: "
@@ -497,3 +507,84 @@ def load_checkpoint_strict(
     state.update(own_state)
     model.load_state_dict(state, strict=True, assign=True)
     logger.debug("Loaded %d tensors from %s into %s.", len(state), path, type(model).__name__)
+
+
+class _ScaledReporter:
+    """Reporter that maps one file's 0–100 % onto its share of a multi-file run."""
+
+    def __init__(self, reporter: Reporter, start: float, span: float) -> None:
+        self._reporter = reporter
+        self._start = start
+        self._span = span
+
+    def info(self, message: str) -> None:
+        self._reporter.info(message)
+
+    def warning(self, message: str) -> None:
+        self._reporter.warning(message)
+
+    def debug(self, message: str) -> None:
+        self._reporter.debug(message)
+
+    def progress(self, percent: float) -> None:
+        self._reporter.progress(self._start + self._span * percent / 100.0)
+
+    def is_canceled(self) -> bool:
+        return self._reporter.is_canceled()
+
+
+def fetch_encoder_weights(
+    encoder_names: list[str],
+    default_dir: Path | str | None,
+    reporter: Reporter,
+    source_file: Path | str | None = None,
+    accept_licence: bool = False,
+) -> tuple[Path, list[Path]]:
+    """Download, or import from ``source_file``, the checkpoints of ``encoder_names``.
+
+    Args:
+        encoder_names: Encoders whose checkpoints to fetch.
+        default_dir: Cache folder unless ``FUSEDEO_WEIGHTS_DIR`` is set.
+        reporter: Receives licences, progress and messages.
+        source_file: A local copy to import instead of downloading; only
+            with exactly one encoder.
+        accept_licence: Whether the user accepted licences that need it.
+
+    Returns:
+        The cache folder and the verified files, in ``encoder_names`` order.
+
+    Raises:
+        InputError: If no encoder is given, an encoder has no checkpoint, or
+            ``source_file`` comes with more than one encoder.
+        LicenceNotAcceptedError: If a licence needs acceptance (checked for
+            all encoders before anything is fetched).
+    """
+    if not encoder_names:
+        raise InputError("ENCODERS: no encoder selected; choose at least one, for example croma.")
+    manifest = known_weights(encoder_names)
+    without = [name for name in encoder_names if name not in manifest]
+    if without:
+        raise InputError(
+            f"ENCODERS: {', '.join(without)} needs no checkpoint (training-free); "
+            "remove it from the selection."
+        )
+    if source_file is not None and len(encoder_names) != 1:
+        raise InputError(
+            f"SOURCE_FILE: a local file can be imported for one encoder at a time, but "
+            f"{len(encoder_names)} were selected ({', '.join(encoder_names)}); select only "
+            "the encoder the file belongs to."
+        )
+    # Check every licence before the first byte moves.
+    for name in encoder_names:
+        check_licence_accepted(manifest[name], accept_licence)
+    store = WeightStore(default_dir, reporter)
+
+    files = []
+    span = 100.0 / len(encoder_names)
+    for index, name in enumerate(encoder_names):
+        store.reporter = _ScaledReporter(reporter, index * span, span)
+        if source_file is not None:
+            files.append(store.import_local(manifest[name], source_file, accept_licence))
+        else:
+            files.append(store.download(manifest[name], accept_licence))
+    return store.folder, files

@@ -54,7 +54,15 @@ def encoder_card(name: str) -> EncoderCard:
         raise InputError(
             f"ENCODERS: unknown encoder '{name}'; expected one of {', '.join(ENCODER_NAMES)}."
         )
-    module = importlib.import_module(f".{name}", __name__)
+    try:
+        module = importlib.import_module(f".{name}", __name__)
+    except ModuleNotFoundError as err:
+        if err.name != f"{__name__}.{name}":
+            raise
+        raise InputError(
+            f"ENCODERS: the encoder '{name}' is not part of this FusedEO build "
+            f"(module {err.name} is missing); choose another encoder or update the plugin."
+        ) from err
     card: EncoderCard = module.CARD
     return card
 
