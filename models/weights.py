@@ -365,23 +365,29 @@ class WeightStore:
                 self.reporter.info(f"Resuming {info.file_name} at byte {offset:,}.")
             try:
                 self._fetch_once(info, part, offset)
-            except (http.client.HTTPException, ConnectionError, TimeoutError, urllib.error.URLError) as err:
-                if isinstance(err, urllib.error.HTTPError):
+            except urllib.error.HTTPError as err:
+                if err.code == 416:
                     raise DownloadError(
-                        f"Downloading {info.url} failed with HTTP {err.code} {err.reason}. "
-                        "Check the URL and your connection, or download the file yourself and "
-                        "import it with SOURCE_FILE."
+                        f"Downloading {info.url}: the server's file ends before byte {offset:,}, "
+                        f"but the manifest expects {info.size_bytes:,} bytes. The URL serves a "
+                        f"different or truncated file; {part} keeps the bytes received."
                     ) from err
+                raise DownloadError(
+                    f"Downloading {info.url} failed with HTTP {err.code} {err.reason}. "
+                    "Check the URL and your connection, or download the file yourself and "
+                    "import it with SOURCE_FILE."
+                ) from err
+            except (http.client.HTTPException, ConnectionError, TimeoutError, urllib.error.URLError) as err:
                 last_error = err
-                self.reporter.warning(
-                    f"The connection for {info.file_name} broke after "
-                    f"{part.stat().st_size if part.is_file() else 0:,} bytes ({err}); "
-                    f"retrying ({attempt}/{DOWNLOAD_ATTEMPTS})."
-                )
-                continue
-            if part.stat().st_size >= info.size_bytes:
-                return
-            last_error = DownloadError("the server closed the connection early")
+            else:
+                if part.stat().st_size >= info.size_bytes:
+                    return
+                last_error = DownloadError("the server closed the connection early")
+            received = part.stat().st_size if part.is_file() else 0
+            self.reporter.warning(
+                f"The connection for {info.file_name} broke after {received:,} bytes "
+                f"({last_error}); attempt {attempt} of {DOWNLOAD_ATTEMPTS}."
+            )
         raise DownloadError(
             f"Downloading {info.url} failed after {DOWNLOAD_ATTEMPTS} attempts ({last_error}). "
             f"{part} keeps the bytes received so far; run the download again to resume, or "
