@@ -141,12 +141,14 @@ def build_model(input_size_px: int, meta: bool = False) -> Any:
     """
     torch = import_optional("torch", "the CROMA encoder")
     croma = import_optional("torchgeo.models.croma", "the CROMA encoder")
+    grid_size = input_size_px // PATCH_SIZE_PX
     if meta:
         with torch.device("meta"):
             model = croma.croma_large(weights=None, modalities=["sar", "optical"], image_size=PATCH_SIZE_PX)
+            model.attn_bias = torch.empty(1, NUM_HEADS, grid_size**2, grid_size**2)
     else:
         model = croma.croma_large(weights=None, modalities=["sar", "optical"], image_size=PATCH_SIZE_PX)
-        model.attn_bias = alibi_bias(NUM_HEADS, input_size_px // PATCH_SIZE_PX)
+        model.attn_bias = alibi_bias(NUM_HEADS, grid_size)
     model.image_size = input_size_px
     model.num_patches = (input_size_px // PATCH_SIZE_PX) ** 2
     return model
