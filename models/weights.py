@@ -83,7 +83,7 @@ def sha256_of_file(path: Path, reporter: Reporter | None = None) -> str:
     """Return the hex sha256 of ``path``, checking for cancellation per chunk.
 
     Raises:
-        RunCancelledError: If the reporter asks to stop.
+        RunCancelledError: If the reporter requests cancellation.
     """
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
@@ -319,7 +319,7 @@ class WeightStore:
             LicenceNotAcceptedError: See :meth:`show_licence`.
             DownloadError: If the server cannot be reached or misbehaves.
             ChecksumMismatchError: If the downloaded file does not match.
-            RunCancelledError: If the reporter asks to stop; the part file
+            RunCancelledError: If the reporter requests cancellation; the part file
                 stays in the cache so that the next call resumes it.
         """
         self.show_licence(info, accept_licence)
@@ -409,7 +409,7 @@ class WeightStore:
                 content_range = response.headers.get("Content-Range", "")
                 if not content_range.startswith(f"bytes {offset}-"):
                     raise DownloadError(
-                        f"Downloading {info.url}: the server answered the range request for byte "
+                        f"Downloading {info.url}: the server responded to the range request for byte "
                         f"{offset:,} with Content-Range '{content_range}'."
                     )
             mode = "ab" if offset else "wb"
@@ -479,7 +479,7 @@ def load_checkpoint_strict(
         ) from err
     if not isinstance(loaded, Mapping):
         raise CheckpointKeyError(
-            f"The checkpoint {path} holds a {type(loaded).__name__}, not a dict of tensors."
+            f"The checkpoint {path} contains a {type(loaded).__name__}, not a dict of tensors."
         )
     state = key_filter(loaded)
 

@@ -348,3 +348,18 @@ def test_algorithm_reports_wrong_source_file(processing, weights_dir: Path, payl
     with pytest.raises(QgsProcessingException, match="but the manifest expects 2,690,426,614 bytes"):
         processing.run("fusedeo:downloadweights", {"ENCODERS": ["croma"], "SOURCE_FILE": str(payload)})
     assert list(weights_dir.iterdir()) == []
+
+
+def test_manifest_imports_without_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from fusedeo.models.weights import known_weights\n"
+        "known_weights(['croma', 'dofa'])\n"
+        "bad = [name for name in sys.modules if name.startswith(('qgis', 'torch', 'onnxruntime'))]\n"
+        "print(','.join(bad))\n"
+    )
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output.strip() == ""

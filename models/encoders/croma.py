@@ -5,23 +5,25 @@ and 12 optical channels with two ViTs (patch 8, 2-D ALiBi position bias) and
 fuses them with a cross-attention encoder. This encoder returns ``joint_GAP``,
 the mean of the joint encoder's tokens after its final LayerNorm, per season.
 
-Input contract, as published by CROMA (antofuller/CROMA README): Sentinel-1
-must be 2 channels and Sentinel-2 12 channels (cirrus band B10 removed, which
-is the 12-band L2A set); each channel is scaled from ``[mean - 2 std,
-mean + 2 std]`` to ``[0, 1]`` and clipped. The README computes mean and std
-per batch, so this encoder uses fixed per-band moments of unshifted
-Embed2Scale challenge data (S1 in dB, S2 L2A DN without the +1000 offset)
-instead, so that a patch's features do not depend on its batch.
+CROMA's published input contract (antofuller/CROMA README) asks for 2 S1
+channels and 12 S2 channels without the cirrus band B10, which is the 12-band
+L2A set. Each channel is scaled from ``[mean - 2 std, mean + 2 std]`` to
+``[0, 1]`` and clipped. The README computes mean and std per batch. This
+encoder uses fixed per-band moments of unshifted Embed2Scale challenge data
+instead (S1 in dB, S2 L2A DN without the +1000 offset), so that a patch's
+features do not depend on the rest of its batch.
 
-Deviation from the winning Embed2Scale code: it fed CROMA plain z-scores
-(centred on 0, unbounded), not CROMA's ``[0, 1]`` window. Here the z-score
-``z`` becomes ``clip((z + 2) / 4, 0, 1)``, and a missing value (NaN) becomes
-the band mean, i.e. 0.5. Like that code, the model runs at 264 px (33 x 33
-patches), not at the 120 px it was trained on; ALiBi extends to the larger grid.
+Deviation from the winning Embed2Scale code: that code fed CROMA plain
+z-scores (centred on 0, unbounded), not CROMA's ``[0, 1]`` window. Here the
+z-score ``z`` becomes ``clip((z + 2) / 4, 0, 1)``, and a missing value (NaN)
+becomes the band mean, 0.5. Like that code, the model runs at 264 px
+(33 x 33 patches) by default, not at the 120 px it was trained on, because
+ALiBi extends to a larger grid without new weights.
 
-Seasons: one forward per season present. The block of a season given no
-layers holds the mean of the present seasons' features (reported by the
-caller). Checkpoint key filter: see :func:`checkpoint_key_filter`.
+Seasons: each present season is encoded on its own, as a separate sample of
+one batch. The block of a season given no layers holds the mean of the
+present seasons' features (reported by the caller). Checkpoint key filter:
+see :func:`checkpoint_key_filter`.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ CARD = EncoderCard(
 )
 
 # Per-band moments of the Embed2Scale challenge data (no +1000 offset), in
-# S1_BANDS and S2L2A_BANDS order; the same constants as the challenge's
+# S1_BANDS and S2L2A_BANDS order. They are the constants of the challenge's
 # reference dataset class (DLR-MF-DAS embed2scale-challenge-supplement).
 S1_MEAN_DB: tuple[float, ...] = (-11.834, -19.243)
 S1_STD_DB: tuple[float, ...] = (4.305, 5.479)
@@ -132,8 +134,8 @@ def build_model(input_size_px: int, meta: bool = False) -> Any:
     """Build torchgeo's ``croma_large`` (no weights) with the ALiBi bias for ``input_size_px``.
 
     The builder is called with ``image_size=8`` so that it skips its slow bias
-    loop; the bias buffer is then replaced by :func:`alibi_bias` for the real
-    grid (on a ``meta`` model it is filled in when the checkpoint loads).
+    loop. The bias buffer is then replaced by :func:`alibi_bias` for the real
+    grid, or on a ``meta`` model by a placeholder that the checkpoint loader fills.
 
     Args:
         input_size_px: Side of the model input, a multiple of 8.
@@ -279,7 +281,7 @@ class CromaEncoder(Encoder):
         reporter.info(
             f"croma: S1 {', '.join(S1_BANDS)} and S2 L2A {', '.join(S2L2A_BANDS)} (DN without the "
             f"+1000 offset), scaled from mean ± {WINDOW_STDS:g} std to [0, 1], resized to "
-            f"{self.input_size_px} px, one forward per season."
+            f"{self.input_size_px} px, each season encoded on its own."
         )
 
     def _check_sensors(self, sensors: set[Sensor]) -> None:

@@ -6,12 +6,14 @@ Sentinel-1 and Sentinel-2 go through separate forwards, and the season's
 feature is ``[S1 ‖ S2]`` (768 + 768 values), each the model's ``fc_norm`` of
 the mean patch token (class token excluded).
 
-Input contract, as published by DOFA (zhu-xlab/DOFA README): a z-score per
-band with the sensor's mean and std, 224 x 224 px input (the fixed position
-embedding is not interpolated), wavelengths in micrometres; Sentinel-1 VV and
-VH both get 5.405 (the C-band frequency in GHz, used as DOFA's SAR "wavelength").
-The Sentinel-2 moments are those of SSL4EO-S12 v1.1, which stores DN with the
-+1000 processing-baseline offset, so the offset is added before normalising.
+DOFA's published input contract (zhu-xlab/DOFA README) is a z-score per band
+with the sensor's mean and std, and a 224 x 224 px input, because the fixed
+position embedding is not interpolated. Wavelengths are in micrometres.
+Sentinel-1 VV and VH both get 5.405, the C-band frequency in GHz, which DOFA
+uses as its SAR "wavelength". The Sentinel-2 moments are those of SSL4EO-S12
+v1.1, which stores DN with the +1000 processing-baseline offset, so the offset
+is added before normalising.
+
 Sentinel-2 is L1C (13 bands) when L1C layers are given, else L2A (12 bands,
 no B10) with the L2A moments; the choice is reported and kept in the settings.
 This follows the winning Embed2Scale code, except that it used L1C only.
@@ -64,6 +66,8 @@ CARD = EncoderCard(
     name="dofa",
     title="DOFA-Base (torchgeo dofa_base_patch16_224)",
     inputs=((Sensor.S1, S1_BANDS), (Sensor.S2L1C, S2L1C_BANDS)),
+    # Sentinel-2 is also required, as L1C or L2A, which a set of sensors
+    # cannot express; prepare() and encode() check it.
     required_sensors=frozenset({Sensor.S1}),
     s2_offset_expected=True,
     input_size_px=224,
