@@ -1,11 +1,11 @@
 """CPU throughput of the foundation-model encoders, against this machine's GEMM peak.
 
-For each registered encoder except MOSAIKS (training-free, benchmarked on its
-own), the script builds the full-size model with seeded random weights (speed
-does not depend on the weight values), encodes real WorldCereal patches
-(64 x 64 px, all four seasons, resized by each encoder to its input size) and
-reports patches per second at batch 1 and at the encoder's
-``preferred_batch_size()``. FLOPs per patch are counted with
+The script covers each registered encoder except MOSAIKS, which is
+training-free and benchmarked on its own. It builds the full-size model with
+seeded random weights, because speed does not depend on the weight values. It
+encodes real WorldCereal patches (64 x 64 px, all four seasons, resized by
+each encoder to its input size) and reports patches per second at batch 1 and
+at the encoder's ``preferred_batch_size()``. FLOPs per patch are counted with
 ``torch.utils.flop_counter.FlopCounterMode`` (matrix products and
 convolutions, 2 FLOPs per multiply-add) during the warm-up call, and the
 achieved GFLOP/s is compared with float32 GEMM throughput measured first.

@@ -61,8 +61,8 @@ class FileServer:
 
     ``files`` maps a URL path (``"/x.pt"``) to a local file. A path listed in
     ``drop_after`` gets only that many bytes on its first request before the
-    connection closes; ``ignore_range`` makes the server answer every request
-    with the whole file. ``requests`` records ``(path, Range header)``.
+    connection closes; ``ignore_range`` makes the server send the whole file
+    for every request. ``requests`` records ``(path, Range header)``.
     """
 
     def __init__(self) -> None:

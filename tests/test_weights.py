@@ -31,7 +31,7 @@ PAYLOAD_BYTES = 3 * (1 << 20) + 12345
 
 
 class CancellingReporter(LoggingReporter):
-    """Reporter that asks to stop once progress passes ``stop_at`` percent."""
+    """Reporter that requests cancellation once progress passes ``stop_at`` percent."""
 
     def __init__(self, stop_at: float) -> None:
         super().__init__()
