@@ -363,3 +363,23 @@ def test_manifest_imports_without_torch():
     )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == ""
+
+
+def test_algorithm_requires_licence_acceptance(
+    processing, weights_dir: Path, payload: Path, server: FileServer, monkeypatch: pytest.MonkeyPatch
+):
+    import dataclasses
+
+    from qgis.core import QgsProcessingException
+
+    from fusedeo.models.encoders import dofa
+
+    info = weights_entry(payload, server.url("/" + payload.name), licence="CC-BY-NC-4.0")
+    monkeypatch.setattr(dofa, "CARD", dataclasses.replace(dofa.CARD, weights=info))
+    with pytest.raises(QgsProcessingException, match="ACCEPT_LICENCE: the dofa weights are licensed CC-BY-NC-4.0"):
+        processing.run("fusedeo:downloadweights", {"ENCODERS": ["dofa"]})
+    assert server.requests == []
+
+    result = processing.run("fusedeo:downloadweights", {"ENCODERS": ["dofa"], "ACCEPT_LICENCE": True})
+    assert result["FILES"] == str(weights_dir / payload.name)
+    assert (weights_dir / payload.name).read_bytes() == payload.read_bytes()
