@@ -187,7 +187,7 @@ def official_checkpoint_state(model: Any) -> dict[str, dict[str, Any]]:
 
 
 class CromaEncoder(Encoder):
-    """CROMA-Large joint S1 + S2 L2A features, one forward per season.
+    """CROMA-Large joint S1 + S2 L2A features, each season encoded on its own.
 
     Args:
         device: torch device string.
