@@ -46,8 +46,9 @@ from .compressor import OnnxCompressor, fit_pca
 from .device import select_torch_device
 from .embedding_model import EmbeddingModel
 from .feature_store import FeatureStore, encoder_fingerprint
-from .encoders import create_encoder, ordered_encoder_names
+from .encoders import create_encoder, encoder_card, ordered_encoder_names
 from .encoders.base import Encoder, PatchSampler
+from .weights import WeightStore
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class EmbedRequest:
         output_table_path: NeuCo-Bench CSV to write, or None.
         output_model_path: Embedding model file to write, or None.
         output_features_path: Feature store folder to create or append to, or None.
+        weights_dir: Weight store folder (``FUSEDEO_WEIGHTS_DIR`` overrides it).
         extent: Optional area to restrict the run to.
         extent_crs_wkt: CRS of ``extent``.
     """
@@ -92,6 +94,7 @@ class EmbedRequest:
     output_table_path: str | None = None
     output_model_path: str | None = None
     output_features_path: str | None = None
+    weights_dir: str | None = None
     extent: Bounds | None = None
     extent_crs_wkt: str | None = None
 
@@ -205,35 +208,70 @@ def _make_sampler(stack: SeasonStack, patches: PatchGrid, valid_indices: Sequenc
                         read_window, stack.channels_present)
 
 
+def _checkpoints(names: Sequence[str], request: EmbedRequest, reporter: Reporter) -> dict[str, Path | None]:
+    """Return the verified checkpoint of every encoder that has weights.
+
+    All checkpoints are resolved before any model is built, so a missing or
+    tampered file is reported before minutes of model loading.
+    """
+    checkpoints: dict[str, Path | None] = {}
+    for name in names:
+        card = encoder_card(name)
+        if card.weights is None:
+            checkpoints[name] = None
+            continue
+        store = WeightStore(request.weights_dir, reporter)
+        checkpoints[name] = store.resolve(card.weights)
+        reporter.info(f"{name}: checkpoint {card.weights.file_name} verified in {store.folder} "
+                      f"(licence {card.weights.licence}).")
+    return checkpoints
+
+
+def _weights_record(name: str) -> dict[str, Any]:
+    """Return the checkpoint an encoder was loaded from, as verified by the weight store."""
+    weights = encoder_card(name).weights
+    return {"file": weights.file_name, "sha256": weights.sha256, "url": weights.url, "licence": weights.licence}
+
+
+def _check_sensors(names: Sequence[str], stack: SeasonStack) -> None:
+    """Reject encoders whose sensors are missing, before their models are built.
+
+    A Sentinel-2 level in a card counts as satisfied by either level here,
+    because several encoders read L1C or L2A; their ``prepare`` decides.
+    """
+    present = stack.sensors_present()
+    has_s2 = bool(present & {Sensor.S2L1C, Sensor.S2L2A})
+    for name in names:
+        card = encoder_card(name)
+        missing = [sensor.value for sensor in sorted(card.required_sensors, key=lambda item: item.value)
+                   if (sensor is Sensor.S1 and sensor not in present) or (sensor is not Sensor.S1 and not has_s2)]
+        if missing:
+            raise InputError(f"ENCODERS: {name} needs {', '.join(missing)} layers, but none were given. "
+                             f"Add them or remove {name} from ENCODERS.")
+
+
 def _build_encoders(request: EmbedRequest, model: EmbeddingModel | None, stack: SeasonStack, device: str,
                     reporter: Reporter) -> list[Encoder]:
     """Create the selected encoders, or those of the embedding model, and check their inputs."""
     names = ordered_encoder_names(request.encoders)
-    if model is not None:
-        if model.encoder_names != names:
-            raise LayoutMismatchError(
-                f"ENCODERS: {', '.join(names)} differs from the encoders of EMBEDDING_MODEL "
-                f"({', '.join(model.encoder_names)}). Select the same encoders, or leave EMBEDDING_MODEL "
-                "empty to make a new embedding space."
-            )
-        encoders = [create_encoder(entry["name"], device=device, **entry["settings"]) for entry in model.encoders]
-        for encoder in encoders:
-            arrays = model.fitted.get(encoder.card.name)
-            if arrays:
-                encoder.load_fitted(arrays)
-    else:
-        encoders = [create_encoder(name, device=device) for name in names]
-
+    if model is not None and model.encoder_names != names:
+        raise LayoutMismatchError(
+            f"ENCODERS: {', '.join(names)} differs from the encoders of EMBEDDING_MODEL "
+            f"({', '.join(model.encoder_names)}). Select the same encoders, or leave EMBEDDING_MODEL "
+            "empty to make a new embedding space."
+        )
+    _check_sensors(names, stack)
+    checkpoints = _checkpoints(names, request, reporter)
+    stored = {entry["name"]: entry["settings"] for entry in model.encoders} if model is not None else {}
+    encoders = [create_encoder(name, device=device, checkpoint=checkpoints[name], reporter=reporter,
+                               **stored.get(name, {})) for name in names]
     present = stack.sensors_present()
     for encoder in encoders:
-        missing = sorted(sensor.value for sensor in encoder.card.required_sensors if sensor not in present)
-        if missing:
-            raise InputError(
-                f"ENCODERS: {encoder.card.name} needs {', '.join(missing)} layers, but none were given. "
-                f"Add them or remove {encoder.card.name} from ENCODERS."
-            )
-        settings = encoder.settings()
-        channels = settings.get("channels")
+        encoder.prepare(present, reporter)
+        arrays = model.fitted.get(encoder.card.name) if model is not None else None
+        if arrays:
+            encoder.load_fitted(arrays)
+        channels = encoder.settings().get("channels")
         if model is not None and channels:
             provided = {f"{item.layer.spec.sensor.value}:{band}" for item in stack.layers
                         for band in SENSOR_BANDS[item.layer.spec.sensor]}
@@ -349,11 +387,18 @@ def _run(request: EmbedRequest, stack: SeasonStack, patches: PatchGrid, encoders
     width = sum(encoder.block().width for encoder in encoders)
     features = np.lib.format.open_memmap(scratch / "features.npy", mode="w+", dtype=np.float32,
                                          shape=(len(valid_indices), width))
+    reporter.info(f"Encoding {len(valid_indices)} valid patches in batches of {batch}.")
+    started = time.perf_counter()
     for done, chunk in enumerate(_batches(valid_indices, batch)):
         values, _ = _read_patches(stack, patches, chunk)
         blocks = [encoder.encode(values, stack.seasons_present) for encoder in encoders]
         start = done * batch
         features[start:start + len(chunk)] = np.concatenate(blocks, axis=1)
+        if done == 0 and len(valid_indices) > len(chunk):
+            # The first batch calibrates the estimate: reading and all forward passes included.
+            seconds = (time.perf_counter() - started) / len(chunk) * len(valid_indices)
+            reporter.info(f"Estimated encoding time: {seconds / 60:.1f} min ({seconds / len(valid_indices):.2f} s "
+                          "per patch, measured on the first batch).")
         progress.update(15, 85, start + len(chunk), len(valid_indices))
     features.flush()
     if not np.all(np.isfinite(features)):
@@ -386,6 +431,8 @@ def _run(request: EmbedRequest, stack: SeasonStack, patches: PatchGrid, encoders
                            execution_provider=compressor.providers[0]),
         "embedding_fingerprint": fingerprint,
         "encoder_fingerprint": fitted_fingerprint,
+        "weights": {encoder.card.name: _weights_record(encoder.card.name) for encoder in encoders
+                    if encoder_card(encoder.card.name).weights is not None},
         "embedding_model_source": request.embedding_model_path,
         "inputs": [item.layer.to_json() for item in stack.layers],
         "seasons": [season for season, present in zip(SEASONS, stack.seasons_present) if present],

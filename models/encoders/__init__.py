@@ -1,9 +1,12 @@
 """Encoder registry: names accepted by ``ENCODERS`` and their fused-block order."""
 
 import importlib
+import inspect
+from pathlib import Path
 from typing import Any
 
 from ...errors import InputError
+from ...reporting import Reporter
 from .base import Encoder, EncoderCard
 
 ENCODER_NAMES: tuple[str, ...] = ("mosaiks", "croma", "dofa", "scalemae", "copernicusfm", "prithvi")
@@ -20,12 +23,20 @@ _ENCODER_CLASSES: dict[str, str] = {
 """Class name of each encoder in its module ``<name>.py``."""
 
 
-def create_encoder(name: str, device: str = "cpu", **settings: Any) -> Encoder:
+def create_encoder(name: str, device: str = "cpu", checkpoint: Path | None = None,
+                   reporter: Reporter | None = None, **settings: Any) -> Encoder:
     """Build the encoder called ``name``.
+
+    Settings that the encoder's constructor does not take (for example the
+    weights hash that ``settings()`` records) are not passed; a caller that
+    rebuilds an encoder from stored settings compares ``settings()`` or the
+    embedding fingerprint afterwards.
 
     Args:
         name: One of :data:`ENCODER_NAMES`.
         device: torch device string (``"cpu"`` or ``"cuda"``).
+        checkpoint: Verified checkpoint for encoders with weights.
+        reporter: Receives the encoder's decisions, where it takes one.
         **settings: Encoder-specific settings, as returned by ``settings()``.
 
     Returns:
@@ -40,7 +51,13 @@ def create_encoder(name: str, device: str = "cpu", **settings: Any) -> Encoder:
         )
     module = importlib.import_module(f".{name}", __name__)
     encoder_class: type[Encoder] = getattr(module, _ENCODER_CLASSES[name])
-    return encoder_class(device=device, **settings)
+    accepted = inspect.signature(encoder_class.__init__).parameters
+    arguments = {key: value for key, value in settings.items() if key in accepted}
+    if checkpoint is not None:
+        arguments["checkpoint"] = checkpoint
+    if reporter is not None and "reporter" in accepted:
+        arguments["reporter"] = reporter
+    return encoder_class(device=device, **arguments)
 
 
 def encoder_card(name: str) -> EncoderCard:
