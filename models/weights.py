@@ -122,6 +122,23 @@ def _format_size(size_bytes: int) -> str:
     return f"{size_bytes:,} bytes ({size_bytes / 1e6:.1f} MB)"
 
 
+MIN_HASH_PREFIX_LENGTH = 8
+
+
+def require_known_hash(info: WeightsInfo) -> None:
+    """Reject a manifest entry without a usable sha256, so that no file passes unverified.
+
+    Raises:
+        ChecksumMismatchError: If the entry has fewer than 8 hex digits of sha256.
+    """
+    if len(info.sha256) < MIN_HASH_PREFIX_LENGTH or info.size_bytes <= 0:
+        raise ChecksumMismatchError(
+            f"{info.file_name}: the manifest has no verified sha256 and size for this checkpoint yet, so "
+            "FusedEO cannot verify the file and does not use it. Choose an encoder whose checkpoint "
+            "is verified, or update FusedEO once the hash is published."
+        )
+
+
 class WeightStore:
     """A cache folder of checkpoints, each verified against its manifest entry.
 
@@ -165,6 +182,7 @@ class WeightStore:
         Raises:
             ChecksumMismatchError: If the size or the hash differs.
         """
+        require_known_hash(info)
         size = path.stat().st_size
         if size != info.size_bytes:
             raise ChecksumMismatchError(
@@ -229,6 +247,7 @@ class WeightStore:
             MissingFileError: If the file is not in the cache.
             ChecksumMismatchError: If the cached file fails verification.
         """
+        require_known_hash(info)
         path = self.path_for(info)
         if not path.is_file():
             raise MissingFileError(
@@ -322,6 +341,7 @@ class WeightStore:
             RunCancelledError: If the reporter requests cancellation; the part file
                 stays in the cache so that the next call resumes it.
         """
+        require_known_hash(info)
         self.show_licence(info, accept_licence)
         target = self.path_for(info)
         if target.is_file():

@@ -383,3 +383,20 @@ def test_algorithm_requires_licence_acceptance(
     result = processing.run("fusedeo:downloadweights", {"ENCODERS": ["dofa"], "ACCEPT_LICENCE": True})
     assert result["FILES"] == str(weights_dir / payload.name)
     assert (weights_dir / payload.name).read_bytes() == payload.read_bytes()
+
+
+def test_entry_without_hash_is_never_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import dataclasses
+
+    from fusedeo.errors import ChecksumMismatchError
+    from fusedeo.models.encoders import copernicusfm
+    from fusedeo.models.weights import WeightStore
+
+    monkeypatch.delenv(WEIGHTS_DIR_ENV, raising=False)
+    info = dataclasses.replace(copernicusfm.CARD.weights, sha256="", size_bytes=12)
+    (tmp_path / info.file_name).write_bytes(b"twelve bytes")
+    store = WeightStore(tmp_path)
+    with pytest.raises(ChecksumMismatchError, match="the manifest has no verified sha256 and size"):
+        store.resolve(info)
+    with pytest.raises(ChecksumMismatchError, match="the manifest has no verified sha256 and size"):
+        store.download(info)
