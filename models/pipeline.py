@@ -1,9 +1,10 @@
 """The embedding run behind ``fusedeo:embed``.
 
-Data flow: input layers → season stack on one target grid → patch grid →
-per encoder: features per patch → fused vector (fixed block order, kept in a
-memory-mapped file) → compressor (ONNX, PCA fitted here when none is given)
-→ embedding raster, NeuCo-Bench table and embedding model file.
+Input layers become a season stack on one target grid, which a patch grid
+divides into patches. Each encoder turns a patch into its block of the fused
+vector (fixed block order); the fused vectors are kept in a memory-mapped
+file. The compressor (ONNX; PCA fitted here when none is given) turns them
+into the embedding raster, the NeuCo-Bench table and the embedding model file.
 
 The run makes four passes over the patches (validity, kernel fitting where
 an encoder needs it, features, output); each reads windows, never whole
@@ -101,7 +102,7 @@ class EmbedRequest:
 
 @dataclass
 class EmbedResult:
-    """What an embedding run produced."""
+    """Outputs and counts of an embedding run."""
 
     output_path: str
     output_table_path: str | None
