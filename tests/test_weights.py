@@ -400,3 +400,17 @@ def test_entry_without_hash_is_never_used(tmp_path: Path, monkeypatch: pytest.Mo
         store.resolve(info)
     with pytest.raises(ChecksumMismatchError, match="the manifest has no verified sha256 and size"):
         store.download(info)
+
+
+def test_plugin_setting_sets_store_folder(qgis_app, tmp_path: Path):
+    from qgis.core import QgsSettings
+
+    from fusedeo.plugin.algorithms.downloadweights import WEIGHTS_DIR_SETTING, default_weights_dir
+
+    settings = QgsSettings()
+    settings.setValue(WEIGHTS_DIR_SETTING, str(tmp_path / "store"))
+    try:
+        assert default_weights_dir() == tmp_path / "store"
+    finally:
+        settings.remove(WEIGHTS_DIR_SETTING)
+    assert default_weights_dir().parts[-2:] == ("fusedeo", "weights")

@@ -12,6 +12,7 @@ from qgis.core import (
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
+    QgsSettings,
 )
 
 from ...models.encoders import ENCODER_NAMES, encoder_card
@@ -23,8 +24,15 @@ from .base import FusedEOAlgorithm
 PRETRAINED_ENCODERS: tuple[str, ...] = tuple(name for name in ENCODER_NAMES if name != "mosaiks")
 
 
+WEIGHTS_DIR_SETTING = "fusedeo/weights_dir"
+"""QgsSettings key of the weight store folder (FUSEDEO_WEIGHTS_DIR overrides it)."""
+
+
 def default_weights_dir() -> Path:
-    """Return the plugin's cache folder inside the active QGIS profile."""
+    """Return the weight store folder: the plugin setting, else a folder in the active QGIS profile."""
+    configured = str(QgsSettings().value(WEIGHTS_DIR_SETTING, "") or "").strip()
+    if configured:
+        return Path(configured).expanduser()
     return Path(QgsApplication.qgisSettingsDirPath()) / "fusedeo" / "weights"
 
 
