@@ -200,24 +200,119 @@ def _make_sampler(stack: SeasonStack, patches: PatchGrid, valid_indices: Sequenc
                         read_window, stack.channels_present)
 
 
+def create_encoders(names: Sequence[str], model: EmbeddingModel | None, device: str) -> list[Encoder]:
+    """Create the selected encoders, or rebuild those of an embedding model with its fitted arrays.
+
+    Args:
+        names: Encoder names as given in ``ENCODERS``.
+        model: Embedding model to reuse, or None for new encoders.
+        device: torch device string.
+
+    Returns:
+        The encoders in fused-block order.
+
+    Raises:
+        InputError: If a name is unknown or none is given.
+        LayoutMismatchError: If ``names`` differ from the model's encoders.
+    """
+    ordered = ordered_encoder_names(list(names))
+    if model is None:
+        return [create_encoder(name, device=device) for name in ordered]
+    if model.encoder_names != ordered:
+        raise LayoutMismatchError(
+            f"ENCODERS: {', '.join(ordered)} differs from the encoders of EMBEDDING_MODEL "
+            f"({', '.join(model.encoder_names)}). Select the same encoders, or leave EMBEDDING_MODEL "
+            "empty to make a new embedding space."
+        )
+    encoders = [create_encoder(entry["name"], device=device, **entry["settings"]) for entry in model.encoders]
+    for encoder in encoders:
+        arrays = model.fitted.get(encoder.card.name)
+        if arrays:
+            encoder.load_fitted(arrays)
+    return encoders
+
+
+def fit_encoders(encoders: Sequence[Encoder], sampler: PatchSampler, reporter: Reporter) -> None:
+    """Fit the run-dependent parts (mosaiks kernels) of the encoders that still need them."""
+    for encoder in encoders:
+        if encoder.needs_fit:
+            encoder.fit(sampler, reporter)
+
+
+def encode_fused(encoders: Sequence[Encoder], stack: np.ndarray, seasons_present: Sequence[bool]) -> np.ndarray:
+    """Return the fused vectors ``(B, D)`` of canonical stacks ``(B, T, 27, H, W)``."""
+    return np.concatenate([encoder.encode(stack, seasons_present) for encoder in encoders], axis=1)
+
+
+def fused_layout(encoders: Sequence[Encoder]) -> list[dict[str, Any]]:
+    """Return the fused blocks of ``encoders`` as dicts, in order."""
+    return [encoder.block().to_json() for encoder in encoders]
+
+
+def build_embedding_model(encoders: Sequence[Encoder], compressor: OnnxCompressor,
+                          compressor_summary: dict[str, Any]) -> EmbeddingModel:
+    """Collect encoders, settings, fitted arrays and compressor into an embedding model."""
+    return EmbeddingModel(
+        encoders=[{"name": encoder.card.name, "settings": encoder.settings()} for encoder in encoders],
+        layout=fused_layout(encoders),
+        fitted={encoder.card.name: encoder.fitted_arrays() for encoder in encoders if encoder.fitted_arrays()},
+        compressor=compressor.model_bytes,
+        compressor_summary=compressor_summary,
+    )
+
+
+def select_compressor(model: EmbeddingModel | None, compressor: OnnxCompressor | None,
+                      compressor_path: str | None, dimensions: int, features: np.ndarray | None,
+                      layout: list[dict[str, Any]], device: str, reporter: Reporter,
+                      unit: str = "valid patches",
+                      remedy: str = "a larger area, a smaller PATCH_SIZE or STRIDE, or a lower MIN_VALID_FRACTION",
+                      ) -> tuple[OnnxCompressor, dict[str, Any]]:
+    """Return the compressor of the embedding model, the given file, or PCA fitted on ``features``.
+
+    Args:
+        model: Embedding model of an earlier run, or None.
+        compressor: Compressor loaded from ``compressor_path``, or None.
+        compressor_path: The ``COMPRESSOR`` file, recorded in the summary.
+        dimensions: Requested PCA width (``DIMENSIONS``).
+        features: Fused vectors ``(N, D)`` to fit PCA on; only read when
+            neither a model nor a compressor is given.
+        layout: Fused layout of this run.
+        device: Device the compressor should run on.
+        reporter: Receives the PCA decisions.
+        unit: What the rows of ``features`` are, for messages.
+        remedy: How to get more rows, for the message when there are too few.
+
+    Raises:
+        LayoutMismatchError: If a given compressor was made for another layout.
+        InputError: If PCA needs more rows than ``features`` has.
+    """
+    if model is not None:
+        loaded = OnnxCompressor(model.compressor, "EMBEDDING_MODEL compressor", device)
+        loaded.check_layout(layout)
+        return loaded, model.compressor_summary
+    if compressor is not None:
+        compressor.check_layout(layout)
+        return compressor, {"kind": compressor.kind, "source": str(compressor_path),
+                            "input_width": compressor.input_width, "output_width": compressor.output_width}
+    if features is None:
+        raise InputError("PCA needs fused vectors to fit on; give a COMPRESSOR or an EMBEDDING_MODEL.")
+    samples, width = features.shape
+    components = min(dimensions, samples - 1, width)
+    if components < 1:
+        raise InputError(f"PCA needs at least 2 {unit}; this run has {samples}. Give a COMPRESSOR, {remedy}.")
+    if components < dimensions:
+        reporter.warning(f"DIMENSIONS={dimensions} capped to {components}: PCA on {samples} {unit} "
+                         f"of width {width} has at most {components} components.")
+    model_bytes, summary = fit_pca(features, components, layout)
+    reporter.info(f"PCA fitted on {samples} {unit}: {components} components explain "
+                  f"{100 * summary['explained_variance_ratio_total']:.1f} % of the variance.")
+    return OnnxCompressor(model_bytes, "PCA fitted on this run", device), summary
+
+
 def _build_encoders(request: EmbedRequest, model: EmbeddingModel | None, stack: SeasonStack, device: str,
                     reporter: Reporter) -> list[Encoder]:
     """Create the selected encoders, or those of the embedding model, and check their inputs."""
-    names = ordered_encoder_names(request.encoders)
-    if model is not None:
-        if model.encoder_names != names:
-            raise LayoutMismatchError(
-                f"ENCODERS: {', '.join(names)} differs from the encoders of EMBEDDING_MODEL "
-                f"({', '.join(model.encoder_names)}). Select the same encoders, or leave EMBEDDING_MODEL "
-                "empty to make a new embedding space."
-            )
-        encoders = [create_encoder(entry["name"], device=device, **entry["settings"]) for entry in model.encoders]
-        for encoder in encoders:
-            arrays = model.fitted.get(encoder.card.name)
-            if arrays:
-                encoder.load_fitted(arrays)
-    else:
-        encoders = [create_encoder(name, device=device) for name in names]
+    encoders = create_encoders(request.encoders, model, device)
 
     present = stack.sensors_present()
     for encoder in encoders:
@@ -329,21 +424,18 @@ def _run(request: EmbedRequest, stack: SeasonStack, patches: PatchGrid, encoders
 
     # Encoders with run-dependent parts (mosaiks kernels) fit them on valid patches only.
     sampler = _make_sampler(stack, patches, valid_indices)
-    for encoder in encoders:
-        if encoder.needs_fit:
-            encoder.fit(sampler, reporter)
+    fit_encoders(encoders, sampler, reporter)
     progress.update(10, 15, 1, 1)
 
     # Fused vectors of the valid patches go to a memory-mapped scratch file.
-    layout = [encoder.block().to_json() for encoder in encoders]
+    layout = fused_layout(encoders)
     width = sum(encoder.block().width for encoder in encoders)
     features = np.lib.format.open_memmap(scratch / "features.npy", mode="w+", dtype=np.float32,
                                          shape=(len(valid_indices), width))
     for done, chunk in enumerate(_batches(valid_indices, batch)):
         values, _ = _read_patches(stack, patches, chunk)
-        blocks = [encoder.encode(values, stack.seasons_present) for encoder in encoders]
         start = done * batch
-        features[start:start + len(chunk)] = np.concatenate(blocks, axis=1)
+        features[start:start + len(chunk)] = encode_fused(encoders, values, stack.seasons_present)
         progress.update(15, 85, start + len(chunk), len(valid_indices))
     features.flush()
     if not np.all(np.isfinite(features)):
@@ -355,13 +447,7 @@ def _run(request: EmbedRequest, stack: SeasonStack, patches: PatchGrid, encoders
     compressor.report_providers(reporter)
     if device == "cuda" and compressor.providers[0] != "CUDAExecutionProvider":
         reporter.warning("onnxruntime has no CUDA execution provider here; the compressor runs on the CPU.")
-    embedding_model = EmbeddingModel(
-        encoders=[{"name": encoder.card.name, "settings": encoder.settings()} for encoder in encoders],
-        layout=layout,
-        fitted={encoder.card.name: encoder.fitted_arrays() for encoder in encoders if encoder.fitted_arrays()},
-        compressor=compressor.model_bytes,
-        compressor_summary=compressor_summary,
-    )
+    embedding_model = build_embedding_model(encoders, compressor, compressor_summary)
     fingerprint = embedding_model.fingerprint
     fitted_fingerprint = encoder_fingerprint(embedding_model.encoders, layout, embedding_model.fitted)
     if model is not None and fingerprint != model.fingerprint:
@@ -412,26 +498,8 @@ def _compressor_for(request: EmbedRequest, model: EmbeddingModel | None, compres
                     features: np.ndarray, layout: list[dict[str, Any]], device: str,
                     reporter: Reporter) -> tuple[OnnxCompressor, dict[str, Any]]:
     """Return the compressor of the embedding model, the given file, or PCA fitted on ``features``."""
-    if model is not None:
-        loaded = OnnxCompressor(model.compressor, "EMBEDDING_MODEL compressor", device)
-        loaded.check_layout(layout)
-        return loaded, model.compressor_summary
-    if compressor is not None:
-        compressor.check_layout(layout)
-        return compressor, {"kind": compressor.kind, "source": str(request.compressor_path),
-                            "input_width": compressor.input_width, "output_width": compressor.output_width}
-    samples, width = features.shape
-    components = min(request.dimensions, samples - 1, width)
-    if components < 1:
-        raise InputError(f"PCA needs at least 2 valid patches; this run has {samples}. Give a COMPRESSOR, a "
-                         "larger area, a smaller PATCH_SIZE or STRIDE, or a lower MIN_VALID_FRACTION.")
-    if components < request.dimensions:
-        reporter.warning(f"DIMENSIONS={request.dimensions} capped to {components}: PCA on {samples} valid "
-                         f"patches of width {width} has at most {components} components.")
-    model_bytes, summary = fit_pca(features, components, layout)
-    reporter.info(f"PCA fitted on {samples} valid patches: {components} components explain "
-                  f"{100 * summary['explained_variance_ratio_total']:.1f} % of the variance.")
-    return OnnxCompressor(model_bytes, "PCA fitted on this run", device), summary
+    return select_compressor(model, compressor, request.compressor_path, request.dimensions, features, layout,
+                             device, reporter)
 
 
 def _write_outputs(output_path: Path, table_path: Path | None, patches: PatchGrid, valid_indices: list[int],
