@@ -239,23 +239,25 @@ class _Progress:
 
 
 class _FilledBands:
-    """Count the bands the reader filled, per modality and band set, for one report."""
+    """Count the bands the reader filled with NaN, per modality and band set, for one report."""
 
     def __init__(self) -> None:
-        self.counts: dict[tuple[str, tuple[str, ...]], int] = {}
+        self.counts: dict[tuple[str, str, tuple[str, ...]], int] = {}
         self.per_band: dict[tuple[str, str], int] = {}
 
     def add(self, stack: SampleStack) -> None:
+        for kind, bands_by_sensor in (("missing", stack.filled_bands), ("nodata only", stack.empty_bands)):
+            for sensor, bands in bands_by_sensor.items():
+                key = (sensor.value, kind, tuple(bands))
+                self.counts[key] = self.counts.get(key, 0) + 1
         for sensor, bands in stack.filled_bands.items():
-            key = (sensor.value, tuple(bands))
-            self.counts[key] = self.counts.get(key, 0) + 1
             for band in bands:
                 self.per_band[(sensor.value, band)] = self.per_band.get((sensor.value, band), 0) + 1
 
     def sentences(self) -> list[str]:
-        return [f"{modality}: band(s) {', '.join(bands)} missing in {count} sample(s); filled with NaN, which "
+        return [f"{modality}: band(s) {', '.join(bands)} {kind} in {count} sample(s); filled with NaN, which "
                 "every encoder replaces with the band's normalisation mean (zero after normalisation)."
-                for (modality, bands), count in sorted(self.counts.items())]
+                for (modality, kind, bands), count in sorted(self.counts.items())]
 
 
 def _read_or_skip(sample: Ssl4eoSample, sensors: Sequence[Sensor], s2_offset: str, shape: list[tuple[int, int]],
@@ -475,7 +477,7 @@ def _fit_and_write(context: _RunContext, progress: _Progress, pending: PendingOu
     compressor.report_providers(reporter)
     embedding_model = build_embedding_model(encoders, compressor, summary)
     with open(csv_path, "w", newline="") as file:
-        writer = csv.writer(file)
+        writer = csv.writer(file, lineterminator="\n")
         writer.writerow(["id", *(str(index) for index in range(compressor.output_width))])
         for number, chunk in enumerate(_batches(valid, 256)):
             start = number * 256
@@ -556,14 +558,13 @@ def _run_fixed(context: _RunContext) -> Ssl4eoResult:
                       f"(fingerprint {fingerprint[:16]}); embedding the remaining samples.")
     else:
         with open(csv_path, "w", newline="") as file:
-            csv.writer(file).writerow(["id", *(str(index) for index in range(compressor.output_width))])
+            csv.writer(file, lineterminator="\n").writerow(["id", *(str(index) for index in range(compressor.output_width))])
     _write_json(provenance_path, _provenance(context, embedding_model, compressor, "incomplete", len(written)))
 
-    todo = [sample for sample in context.candidates if sample.id not in written]
     progress = _Progress(reporter, "")
     with open(csv_path, "a", newline="") as file:
         try:
-            _embed_rows(context, todo, compressor, embedding_model, file, progress)
+            _embed_rows(context, written, compressor, embedding_model, file, progress)
         except RunCancelledError as err:
             raise RunCancelledError(
                 f"The run was cancelled; {len(written) + context.rows_written} rows are kept in '{csv_path}'. "
@@ -582,14 +583,25 @@ def _run_fixed(context: _RunContext) -> Ssl4eoResult:
                         len(context.dataset.samples), rows, len(written), dict(context.skipped), resumable=True)
 
 
-def _embed_rows(context: _RunContext, todo: list[Ssl4eoSample], compressor: OnnxCompressor,
+def _embed_rows(context: _RunContext, written: set[str], compressor: OnnxCompressor,
                 embedding_model: EmbeddingModel, file: TextIO, progress: _Progress) -> None:
-    """Embed ``todo`` batch by batch, appending and flushing rows; count them in ``context.rows_written``."""
-    writer = csv.writer(file)
-    for number, chunk in enumerate(_batches(todo, context.batch)):
+    """Embed the samples not in ``written``, appending and flushing rows per batch.
+
+    Batches are fixed slices of the sorted candidates, and a batch with some
+    rows already written is encoded whole again: a sample is then always
+    encoded with the same batch companions, so a resumed run writes the same
+    bytes as an uninterrupted one (float results of a convolution can differ
+    in the last bit between batch sizes). Rows are counted in
+    ``context.rows_written``.
+    """
+    writer = csv.writer(file, lineterminator="\n")
+    total = len(context.candidates)
+    for number, chunk in enumerate(_batches(context.candidates, context.batch)):
+        if all(sample.id in written for sample in chunk):
+            continue
         stacks, ids = [], []
         for offset, sample in enumerate(chunk):
-            progress.update(0, 100, number * context.batch + offset, len(todo))
+            progress.update(0, 100, number * context.batch + offset, total)
             stack = context.read(sample)
             if stack is not None:
                 stacks.append(stack.values)
@@ -601,13 +613,15 @@ def _embed_rows(context: _RunContext, todo: list[Ssl4eoSample], compressor: Onnx
             raise InputError(f"An encoder produced non-finite features for samples {', '.join(ids)}; check the "
                              "dataset's units (S1 in dB, S2 as digital numbers) and S2_OFFSET.")
         embedded = compressor.compress(features)
-        for identifier, values in zip(ids, embedded):
-            writer.writerow(format_row(identifier, values))
+        new = [index for index, identifier in enumerate(ids) if identifier not in written]
+        for index in new:
+            writer.writerow(format_row(ids[index], embedded[index]))
         file.flush()
-        context.rows_written += len(ids)
+        context.rows_written += len(new)
         if context.request.output_features_path:
-            _append_features(context.request.output_features_path, embedding_model, ids, features, context)
-    progress.update(0, 100, len(todo), len(todo))
+            _append_features(context.request.output_features_path, embedding_model, [ids[i] for i in new],
+                             features[new], context)
+    progress.update(0, 100, total, total)
 
 
 def _resume_state(csv_path: Path, provenance_path: Path, fingerprint: str, s2_offset: str,
@@ -639,11 +653,11 @@ def _resume_state(csv_path: Path, provenance_path: Path, fingerprint: str, s2_of
     if record.get("s2_offset") != s2_offset:
         raise LayoutMismatchError(f"OUTPUT_CSV '{csv_path}' was written with S2_OFFSET={record.get('s2_offset')}; "
                                   f"this run has S2_OFFSET={s2_offset}. Use the same value to resume.")
-    text = csv_path.read_text()
-    if not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-        csv_path.write_text(text)
-    lines = list(csv.reader(text.splitlines()))
+    content = csv_path.read_bytes()
+    if not content.endswith(b"\n"):
+        content = content[: content.rfind(b"\n") + 1]
+        csv_path.write_bytes(content)
+    lines = list(csv.reader(content.decode().splitlines()))
     header = ["id", *(str(index) for index in range(dimensions))]
     if not lines or lines[0] != header:
         raise InputError(f"OUTPUT_CSV '{csv_path}' does not start with the header id,0,…,{dimensions - 1}; it "
@@ -667,7 +681,7 @@ def _sort_rows(csv_path: Path) -> None:
         return
     temporary = csv_path.with_name(f".{csv_path.name}.{os.getpid()}.partial")
     with open(temporary, "w", newline="") as file:
-        writer = csv.writer(file)
+        writer = csv.writer(file, lineterminator="\n")
         writer.writerow(header)
         writer.writerows(sorted(rows, key=lambda row: row[0]))
     os.replace(temporary, csv_path)

@@ -85,11 +85,14 @@ class SampleStack:
         values: float32 ``(4, 27, H, W)``: S1 in dB, S2 as digital numbers
             without offset, NaN where missing or nodata.
         filled_bands: Per modality read, the bands its archive lacks (NaN).
+        empty_bands: Per modality read, the bands its archive holds but
+            with nodata only (NaN), in every season.
     """
 
     id: str
     values: np.ndarray
     filled_bands: dict[Sensor, list[str]]
+    empty_bands: dict[Sensor, list[str]] = field(default_factory=dict)
 
 
 def archive_id(path: Path) -> str:
@@ -267,6 +270,7 @@ def read_sample(sample: Ssl4eoSample, sensors: Iterable[Sensor], s2_offset: str)
                          f"{', '.join(SSL4EO_OFFSET_CHOICES)}.")
     parts: list[tuple[Sensor, np.ndarray]] = []
     filled: dict[Sensor, list[str]] = {}
+    empty: dict[Sensor, list[str]] = {}
     for sensor in sensors:
         path = sample.paths.get(sensor)
         if path is None:
@@ -275,6 +279,10 @@ def read_sample(sample: Ssl4eoSample, sensors: Iterable[Sensor], s2_offset: str)
         parts.append((sensor, values))
         if missing:
             filled[sensor] = missing
+        nodata_only = [band for index, band in enumerate(SENSOR_BANDS[sensor])
+                       if band not in missing and np.isnan(values[:, index]).all()]
+        if nodata_only:
+            empty[sensor] = nodata_only
     if not parts:
         raise InputError("No modality selected to read; the selected encoders read no input.")
     shapes = {sensor.value: values.shape[2:] for sensor, values in parts}
@@ -285,7 +293,7 @@ def read_sample(sample: Ssl4eoSample, sensors: Iterable[Sensor], s2_offset: str)
     stack = np.full((len(SEASONS), len(STACK_CHANNELS), height, width), np.nan, dtype=np.float32)
     for sensor, values in parts:
         stack[:, sensor_channel_slice(sensor)] = values
-    return SampleStack(sample.id, stack, filled)
+    return SampleStack(sample.id, stack, filled, empty)
 
 
 def channel_names(sensors: Sequence[Sensor]) -> list[str]:
