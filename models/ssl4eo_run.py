@@ -77,7 +77,7 @@ logger = logging.getLogger(__name__)
 
 PROVENANCE_FORMAT = "fusedeo-ssl4eo-run"
 SEASONS_PRESENT = (True,) * len(SEASONS)
-"""Every archive holds all four seasons, so every season counts as present."""
+"""Every archive contains all four seasons, so every season counts as present."""
 
 _SAMPLE_CACHE_SIZE = 4
 """Decoded samples kept while drawing kernels (about 30 MB each at 264 x 264)."""
@@ -117,7 +117,7 @@ class Ssl4eoRequest:
 
 @dataclass
 class Ssl4eoResult:
-    """What a dataset run produced."""
+    """Output paths and counts of a dataset run."""
 
     output_csv: str
     exclude_path: str
@@ -264,7 +264,7 @@ def _read_or_skip(sample: Ssl4eoSample, sensors: Sequence[Sensor], s2_offset: st
                   skipped: dict[str, str], reporter: Reporter) -> SampleStack | None:
     """Read a sample; report and record it as skipped when its archives are unusable.
 
-    ``shape`` holds the sample size of the run once the first sample is read;
+    ``shape`` contains the sample size of the run once the first sample is read;
     a sample of another size is skipped, because a batch needs one size.
     """
     try:

@@ -1,8 +1,8 @@
 """Check a NeuCo-Bench CSV against a dataset folder before submitting or scoring it.
 
 NeuCo-Bench reads a CSV with a column ``id`` and one column per dimension
-(names made of digits); it turns non-numeric cells and NaN into 0 without a
-word, so a broken file scores badly instead of failing. This check names
+(names made of digits). It turns non-numeric cells and NaN into 0 without a
+warning, so a broken file scores badly instead of failing. This check names
 each problem: missing or unknown ids, wrong dimension columns, rows with the
 wrong number of fields, values that are not finite float32 numbers.
 """

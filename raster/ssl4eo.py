@@ -1,6 +1,6 @@
 """SSL4EO-S12 dataset folders: zarr.zip cubes per location and modality → canonical season stacks.
 
-A dataset folder holds one folder per modality (``s1``, ``s2l1c``,
+A dataset folder contains one folder per modality (``s1``, ``s2l1c``,
 ``s2l2a``), each with archives ``<id>.zarr.zip`` directly in it or in
 ``part-*`` subfolders, as the SSL4EO-S12-downstream dataset of NeuCo-Bench
 and the Embed2Scale challenge data do. Each archive is a Zarr v2 group in a
@@ -85,7 +85,7 @@ class SampleStack:
         values: float32 ``(4, 27, H, W)``: S1 in dB, S2 as digital numbers
             without offset, NaN where missing or nodata.
         filled_bands: Per modality read, the bands its archive lacks (NaN).
-        empty_bands: Per modality read, the bands its archive holds but
+        empty_bands: Per modality read, the bands its archive contains
             with nodata only (NaN), in every season.
     """
 

@@ -125,7 +125,7 @@ class TestReader:
         from fusedeo.raster.bands import Sensor
         from fusedeo.raster.ssl4eo import read_modality
 
-        # An SSL4EO-S12 v1.1 training file holds 64 locations along a leading sample dimension.
+        # An SSL4EO-S12 v1.1 training file contains 64 locations along a leading sample dimension.
         path = tmp_path / "batch.zarr.zip"
         store = zarr.storage.ZipStore(str(path), mode="w")
         group = zarr.group(store=store)
@@ -222,7 +222,7 @@ class TestFittingRun:
 
 
 class CancelAfterSamples:
-    """Reporter that asks to cancel once progress passes ``percent``."""
+    """Reporter that requests cancellation once progress passes ``percent``."""
 
     def __init__(self, percent: float) -> None:
         self.percent = percent
