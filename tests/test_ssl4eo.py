@@ -136,6 +136,33 @@ class TestReader:
                                                r"expected \(time, band, y, x\) for one location"):
             read_modality(path, Sensor.S1, "without_offset")
 
+    def test_lowercase_s1_names_matched(self, tmp_path):
+        from fusedeo.raster.bands import Sensor
+        from fusedeo.raster.ssl4eo import read_modality
+        from make_ssl4eo_fixture import write_archive
+
+        # The published S1 archives name their bands 'vv' and 'vh', in lower case.
+        values = np.stack([np.full((4, 8, 8), -12.5), np.full((4, 8, 8), -19.0)], axis=1).astype(np.float16)
+        write_archive(tmp_path / "s1.zarr.zip", values[:, ::-1], ["vh", "vv"], {})
+        stack, missing = read_modality(tmp_path / "s1.zarr.zip", Sensor.S1, "without_offset")
+        assert missing == []
+        assert np.all(stack[:, 0] == -12.5)
+        assert np.all(stack[:, 1] == -19.0)
+
+    def test_unnamed_bands_wrong_count(self, tmp_path):
+        import zarr
+
+        from fusedeo.errors import ArchiveError
+        from fusedeo.raster.bands import Sensor
+        from fusedeo.raster.ssl4eo import read_modality
+
+        store = zarr.storage.ZipStore(str(tmp_path / "l2a.zarr.zip"), mode="w")
+        zarr.group(store=store).create_dataset("bands", data=np.ones((4, 10, 8, 8), dtype=np.int16))
+        store.close()
+        with pytest.raises(ArchiveError, match=r"has 10 bands and no band names; expected 12 s2l2a bands in the "
+                                               r"order B01, B02"):
+            read_modality(tmp_path / "l2a.zarr.zip", Sensor.S2L2A, "without_offset")
+
     def test_missing_folder_named(self, tmp_path):
         from fusedeo.errors import InputError
         from fusedeo.raster.ssl4eo import scan_dataset
@@ -158,7 +185,7 @@ class TestSameAsEmbed:
         assert header == ["id", *[str(index) for index in range(embedded.shape[0])]]
         differences = [np.max(np.abs(rows[sample_id(LOCATION_A, row, col)] - embedded[:, row, col]))
                        for row in range(4) for col in range(4)]
-        assert max(differences) <= 1e-5
+        assert max(differences) <= 1e-5, f"max abs difference to fusedeo:embed: {max(differences):.3g}"
         provenance = json.loads((tmp_path / "submission.provenance.json").read_text())
         fingerprint = gdal.Open(str(raster_path)).GetMetadata()["FUSEDEO_EMBEDDING_FINGERPRINT"]
         assert provenance["embedding_fingerprint"] == fingerprint
@@ -257,12 +284,12 @@ class TestResume:
         with pytest.raises(RunCancelledError, match=r"rows are kept in '.*partial.csv'\. Run again with the same "
                                                     r"OUTPUT_CSV and EMBEDDING_MODEL"):
             run(self.request(exact_dataset, tmp_path / "partial.csv", model), CancelAfterSamples(50.0))
-        _, kept = read_csv(tmp_path / "partial.csv")
-        assert 0 < len(kept) < 16
+        _, kept_rows = read_csv(tmp_path / "partial.csv")
+        assert 0 < len(kept_rows) < 16
         assert json.loads((tmp_path / "partial.provenance.json").read_text())["status"] == "incomplete"
         result = run(self.request(exact_dataset, tmp_path / "partial.csv", model), LoggingReporter())
-        assert result.rows_resumed == len(kept)
-        assert result.rows_written == 16 - len(kept)
+        assert result.rows_resumed == len(kept_rows)
+        assert result.rows_written == 16 - len(kept_rows)
         assert (tmp_path / "partial.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
 
     def test_killed_run_with_cut_line_resumes(self, exact_dataset, embed_space, tmp_path):
