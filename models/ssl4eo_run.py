@@ -82,6 +82,9 @@ SEASONS_PRESENT = (True,) * len(SEASONS)
 _SAMPLE_CACHE_SIZE = 4
 """Decoded samples kept while drawing kernels (about 30 MB each at 264 x 264)."""
 
+_FEATURE_FLUSH_ROWS = 1024
+"""Fused vectors a resumable run collects before appending them to the feature store."""
+
 
 @dataclass
 class Ssl4eoRequest:
@@ -354,6 +357,9 @@ class _RunContext:
     filled: _FilledBands = field(default_factory=_FilledBands)
     shape: list[tuple[int, int]] = field(default_factory=list)
     rows_written: int = 0
+    store: FeatureStore | None = None
+    store_ids: set[str] = field(default_factory=set)
+    feature_buffer: list[tuple[list[str], np.ndarray]] = field(default_factory=list)
 
     def read(self, sample: Ssl4eoSample) -> SampleStack | None:
         """Read a sample, or record why it is skipped."""
@@ -523,17 +529,40 @@ def _dataset_sampler(context: _RunContext, valid: list[Ssl4eoSample]) -> PatchSa
 
 def _append_features(path: str, embedding_model: EmbeddingModel, ids: list[str], features: np.ndarray,
                      context: _RunContext) -> None:
-    """Append fused vectors to the feature store, leaving out ids it already holds."""
-    fingerprint = encoder_fingerprint(embedding_model.encoders, embedding_model.layout, embedding_model.fitted)
-    store = FeatureStore.create_or_append(path, embedding_model.encoders, embedding_model.layout, fingerprint)
-    existing = set(store.ids)
-    keep = [index for index, identifier in enumerate(ids) if identifier not in existing]
+    """Append fused vectors to the feature store, leaving out ids it already contains.
+
+    The store and its ids are opened once per run and kept in ``context``,
+    because a resumable run appends after every batch.
+    """
+    if context.store is None:
+        fingerprint = encoder_fingerprint(embedding_model.encoders, embedding_model.layout, embedding_model.fitted)
+        context.store = FeatureStore.create_or_append(path, embedding_model.encoders, embedding_model.layout,
+                                                      fingerprint)
+        context.store_ids = set(context.store.ids)
+    keep = [index for index, identifier in enumerate(ids) if identifier not in context.store_ids]
     if not keep:
         return
-    store.append([ids[index] for index in keep], np.asarray(features)[keep],
-                 {"dataset_folder": str(context.dataset.root), "s2_offset": context.request.s2_offset,
-                  "output_csv": context.request.output_csv, "fusedeo_version": __version__})
-    context.reporter.info(f"Feature store {path}: appended {len(keep)} fused vectors (now {len(store)}).")
+    kept_ids = [ids[index] for index in keep]
+    context.store.append(kept_ids, np.asarray(features)[keep],
+                         {"dataset_folder": str(context.dataset.root), "s2_offset": context.request.s2_offset,
+                          "output_csv": context.request.output_csv, "fusedeo_version": __version__})
+    context.store_ids.update(kept_ids)
+    context.reporter.debug(f"Feature store {path}: appended {len(keep)} fused vectors (now {len(context.store)}).")
+
+
+def _flush_features(context: _RunContext, embedding_model: EmbeddingModel) -> None:
+    """Append the fused vectors collected by a resumable run to the feature store.
+
+    NOTE: a process killed between two appends loses up to
+    ``_FEATURE_FLUSH_ROWS`` fused vectors whose CSV rows were written, and a
+    resumed run does not compute them again.
+    """
+    if not context.feature_buffer or not context.request.output_features_path:
+        return
+    ids = [identifier for buffered, _ in context.feature_buffer for identifier in buffered]
+    features = np.concatenate([values for _, values in context.feature_buffer])
+    context.feature_buffer = []
+    _append_features(context.request.output_features_path, embedding_model, ids, features, context)
 
 
 def _run_fixed(context: _RunContext) -> Ssl4eoResult:
@@ -558,7 +587,8 @@ def _run_fixed(context: _RunContext) -> Ssl4eoResult:
                       f"(fingerprint {fingerprint[:16]}); embedding the remaining samples.")
     else:
         with open(csv_path, "w", newline="") as file:
-            csv.writer(file, lineterminator="\n").writerow(["id", *(str(index) for index in range(compressor.output_width))])
+            header = ["id", *(str(index) for index in range(compressor.output_width))]
+            csv.writer(file, lineterminator="\n").writerow(header)
     _write_json(provenance_path, _provenance(context, embedding_model, compressor, "incomplete", len(written)))
 
     progress = _Progress(reporter, "")
@@ -570,6 +600,9 @@ def _run_fixed(context: _RunContext) -> Ssl4eoResult:
                 f"The run was cancelled; {len(written) + context.rows_written} rows are kept in '{csv_path}'. "
                 "Run again with the same OUTPUT_CSV and EMBEDDING_MODEL (or COMPRESSOR) to resume."
             ) from err
+        finally:
+            # Rows kept in the CSV keep their fused vectors too, also when the run is cancelled.
+            _flush_features(context, embedding_model)
     rows = context.rows_written
     total = len(written) + rows
     _sort_rows(csv_path)
@@ -619,8 +652,9 @@ def _embed_rows(context: _RunContext, written: set[str], compressor: OnnxCompres
         file.flush()
         context.rows_written += len(new)
         if context.request.output_features_path:
-            _append_features(context.request.output_features_path, embedding_model, [ids[i] for i in new],
-                             features[new], context)
+            context.feature_buffer.append(([ids[index] for index in new], features[new]))
+            if sum(len(buffered) for buffered, _ in context.feature_buffer) >= _FEATURE_FLUSH_ROWS:
+                _flush_features(context, embedding_model)
     progress.update(0, 100, total, total)
 
 

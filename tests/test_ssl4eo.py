@@ -292,6 +292,26 @@ class TestResume:
         assert result.rows_written == 16 - len(kept_rows)
         assert (tmp_path / "partial.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
 
+    def test_feature_store_complete_after_resume(self, exact_dataset, embed_space, tmp_path):
+        from fusedeo.errors import RunCancelledError
+        from fusedeo.models.feature_store import FeatureStore
+        from fusedeo.models.ssl4eo_run import run_ssl4eo as run
+        from fusedeo.reporting import LoggingReporter
+
+        _, model = embed_space
+        request = self.request(exact_dataset, tmp_path / "out.csv", model)
+        request.output_features_path = str(tmp_path / "features")
+        with pytest.raises(RunCancelledError):
+            run(request, CancelAfterSamples(30.0))
+        _, kept_rows = read_csv(tmp_path / "out.csv")
+        assert FeatureStore.open(tmp_path / "features").ids == sorted(kept_rows)
+        run(request, LoggingReporter())
+        store = FeatureStore.open(tmp_path / "features")
+        _, rows = read_csv(tmp_path / "out.csv")
+        assert store.ids == sorted(rows)
+        assert len(store.runs) == 2
+        assert store.features.shape == (16, 4096)
+
     def test_killed_run_with_cut_line_resumes(self, exact_dataset, embed_space, tmp_path):
         from fusedeo.models.ssl4eo_run import run_ssl4eo as run
         from fusedeo.reporting import LoggingReporter
@@ -446,3 +466,20 @@ def test_console_commands(exact_dataset, embed_space, tmp_path):
          str(exact_dataset), "--dimensions", "15"], capture_output=True, text=True, timeout=300)
     assert checked.returncode == 1
     assert "problem: 1 id(s) are not in the dataset folder" in checked.stdout
+
+
+@pytest.mark.qgis_process
+def test_qgis_process_runs_embedssl4eo(exact_dataset, embed_space, tmp_path):
+    _, model = embed_space
+    output = tmp_path / "cli.csv"
+    command = [
+        "bash", str(REPO_ROOT / "scripts" / "with_env.sh"), "qgis_process.bin", "run", "fusedeo:embedssl4eo", "--",
+        f"DATASET_FOLDER={exact_dataset}", "ENCODERS=mosaiks", "DEVICE=cpu", "S2_OFFSET=without_offset",
+        f"EMBEDDING_MODEL={model}", f"OUTPUT_CSV={output}",
+    ]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
+    header, rows = read_csv(output)
+    assert len(header) == 16
+    assert len(rows) == 16
+    assert "ROWS:\t16" in completed.stdout
