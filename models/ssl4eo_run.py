@@ -267,8 +267,8 @@ def _read_or_skip(sample: Ssl4eoSample, sensors: Sequence[Sensor], s2_offset: st
                   skipped: dict[str, str], reporter: Reporter) -> SampleStack | None:
     """Read a sample; report and record it as skipped when its archives are unusable.
 
-    ``shape`` contains the sample size of the run once the first sample is read;
-    a sample of another size is skipped, because a batch needs one size.
+    ``shape`` contains the sample size of the run once the first sample is
+    read. A sample of another size is skipped, because a batch needs one size.
     """
     try:
         stack = read_sample(sample, sensors, s2_offset)
@@ -521,7 +521,7 @@ def _dataset_sampler(context: _RunContext, valid: list[Ssl4eoSample]) -> PatchSa
         cache.move_to_end(index)
         return cache[index][season, :, row:row + rows, col:col + cols]
 
-    # A channel counts as provided when its modality is read and some archive holds the band.
+    # A channel counts as provided when its modality is read and some archive contains the band.
     present = [sensor in context.sensors and context.filled.per_band.get((sensor.value, band), 0) < len(valid)
                for sensor, band in STACK_CHANNELS]
     return PatchSampler(len(valid) * seasons, context.shape[0], read_window, present)
@@ -583,7 +583,7 @@ def _run_fixed(context: _RunContext) -> Ssl4eoResult:
         raise InputError(f"Output folder '{csv_path.parent}' does not exist; create it or choose another path.")
     written = _resume_state(csv_path, provenance_path, fingerprint, request.s2_offset, compressor.output_width)
     if written:
-        reporter.info(f"OUTPUT_CSV '{csv_path}' already holds {len(written)} rows of this embedding space "
+        reporter.info(f"OUTPUT_CSV '{csv_path}' already contains {len(written)} rows of this embedding space "
                       f"(fingerprint {fingerprint[:16]}); embedding the remaining samples.")
     else:
         with open(csv_path, "w", newline="") as file:
@@ -621,10 +621,10 @@ def _embed_rows(context: _RunContext, written: set[str], compressor: OnnxCompres
     """Embed the samples not in ``written``, appending and flushing rows per batch.
 
     Batches are fixed slices of the sorted candidates, and a batch with some
-    rows already written is encoded whole again: a sample is then always
+    rows already written is encoded whole again. A sample is then always
     encoded with the same batch companions, so a resumed run writes the same
-    bytes as an uninterrupted one (float results of a convolution can differ
-    in the last bit between batch sizes). Rows are counted in
+    bytes as an uninterrupted one, because float results of a convolution can
+    differ in the last bit between batch sizes. Rows are counted in
     ``context.rows_written``.
     """
     writer = csv.writer(file, lineterminator="\n")
@@ -680,7 +680,7 @@ def _resume_state(csv_path: Path, provenance_path: Path, fingerprint: str, s2_of
         raise InputError(f"OUTPUT_CSV: provenance file '{provenance_path}' cannot be read ({err}).") from err
     if record.get("embedding_fingerprint") != fingerprint:
         raise LayoutMismatchError(
-            f"OUTPUT_CSV '{csv_path}' holds embeddings of fingerprint "
+            f"OUTPUT_CSV '{csv_path}' contains embeddings of fingerprint "
             f"{str(record.get('embedding_fingerprint'))[:16]}, but this run's embedding space is "
             f"{fingerprint[:16]}. Resume with the same EMBEDDING_MODEL or COMPRESSOR, or choose another OUTPUT_CSV."
         )

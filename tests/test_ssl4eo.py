@@ -336,7 +336,7 @@ class TestResume:
         _, model = embed_space
         run(Ssl4eoRequest(str(published_dataset), ["mosaiks"], str(tmp_path / "out.csv"), dimensions=4,
                           device="cpu", output_model_path=str(tmp_path / "other.fusedeo")), LoggingReporter())
-        with pytest.raises(LayoutMismatchError, match=r"OUTPUT_CSV '.*out.csv' holds embeddings of fingerprint "
+        with pytest.raises(LayoutMismatchError, match=r"OUTPUT_CSV '.*out.csv' contains embeddings of fingerprint "
                                                       r"[0-9a-f]{16}, but this run's embedding space is [0-9a-f]{16}"):
             run(self.request(exact_dataset, tmp_path / "out.csv", model), LoggingReporter())
 
