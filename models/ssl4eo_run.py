@@ -79,8 +79,8 @@ PROVENANCE_FORMAT = "fusedeo-ssl4eo-run"
 SEASONS_PRESENT = (True,) * len(SEASONS)
 """Every archive contains all four seasons, so every season counts as present."""
 
-_SAMPLE_CACHE_SIZE = 4
-"""Decoded samples kept while drawing kernels (about 30 MB each at 264 x 264)."""
+_SAMPLE_CACHE_SIZE = 8
+"""Decoded (sample, season) pairs kept while drawing kernels (about 7.5 MB each at 264 x 264)."""
 
 _FEATURE_FLUSH_ROWS = 1024
 """Fused vectors a resumable run collects before appending them to the feature store."""
@@ -513,13 +513,15 @@ def _dataset_sampler(context: _RunContext, valid: list[Ssl4eoSample]) -> PatchSa
     seasons = len(SEASONS)
 
     def read_window(pair: int, row: int, col: int, rows: int, cols: int) -> np.ndarray:
-        index, season = divmod(pair, seasons)
-        if index not in cache:
-            cache[index] = read_sample(valid[index], context.sensors, context.request.s2_offset).values
+        # Each draw needs one season of one sample, so only that season is decoded.
+        if pair not in cache:
+            index, season = divmod(pair, seasons)
+            stack = read_sample(valid[index], context.sensors, context.request.s2_offset, season)
+            cache[pair] = stack.values[season]
             if len(cache) > _SAMPLE_CACHE_SIZE:
                 cache.popitem(last=False)
-        cache.move_to_end(index)
-        return cache[index][season, :, row:row + rows, col:col + cols]
+        cache.move_to_end(pair)
+        return cache[pair][:, row:row + rows, col:col + cols]
 
     # A channel counts as provided when its modality is read and some archive contains the band.
     present = [sensor in context.sensors and context.filled.per_band.get((sensor.value, band), 0) < len(valid)

@@ -141,8 +141,12 @@ def scan_dataset(folder: str | Path, parameter: str = "DATASET_FOLDER") -> Ssl4e
     return Ssl4eoDataset(root, modalities, samples, duplicates)
 
 
-def _open_bands(path: Path) -> tuple[np.ndarray, list[str] | None, dict[str, object]]:
-    """Read the ``bands`` array, the band names and the array attributes of an archive.
+def _open_bands(path: Path, season: int | None = None
+                ) -> tuple[np.ndarray, tuple[int, ...], list[str] | None, dict[str, object]]:
+    """Read the ``bands`` array, its shape, the band names and the array attributes of an archive.
+
+    With ``season``, only that index of the first (time) axis is read, which
+    decodes one chunk per archive in the published layout.
 
     Raises:
         ArchiveError: If the file is not a readable Zarr zip archive with ``bands``.
@@ -159,7 +163,11 @@ def _open_bands(path: Path) -> tuple[np.ndarray, list[str] | None, dict[str, obj
                                "expected a Zarr group with bands (time, band, y, x).")
         array = group[BANDS_ARRAY]
         attributes = dict(array.attrs)
-        values = np.asarray(array[...])
+        shape = tuple(array.shape)
+        if season is not None and array.ndim == len(BANDS_DIMENSIONS):
+            values = np.asarray(array[season:season + 1])
+        else:
+            values = np.asarray(array[...])
         names = None
         if BAND_NAMES_ARRAY in group:
             names = [item.decode() if isinstance(item, bytes) else str(item)
@@ -172,7 +180,7 @@ def _open_bands(path: Path) -> tuple[np.ndarray, list[str] | None, dict[str, obj
         raise ArchiveError(f"'{path}' cannot be read as a Zarr archive ({type(err).__name__}: {err}).") from err
     finally:
         store.close()
-    return values, names, attributes
+    return values, shape, names, attributes
 
 
 def _band_positions(path: Path, sensor: Sensor, names: list[str] | None, count: int) -> dict[str, int]:
@@ -200,7 +208,8 @@ def _band_positions(path: Path, sensor: Sensor, names: list[str] | None, count: 
     return positions
 
 
-def read_modality(path: Path, sensor: Sensor, s2_offset: str) -> tuple[np.ndarray, list[str]]:
+def read_modality(path: Path, sensor: Sensor, s2_offset: str, season: int | None = None
+                  ) -> tuple[np.ndarray, list[str]]:
     """Read one archive as the sensor's part of the canonical stack.
 
     Args:
@@ -208,29 +217,31 @@ def read_modality(path: Path, sensor: Sensor, s2_offset: str) -> tuple[np.ndarra
         sensor: Its modality.
         s2_offset: ``without_offset`` or ``with_offset`` (subtract 1000 DN
             from valid S2 values).
+        season: Read only this season index, or None for all four.
 
     Returns:
-        float32 ``(4, bands of sensor, H, W)`` in canonical units and band
-        order (NaN for missing bands and nodata), and the missing band names.
+        float32 ``(seasons read, bands of sensor, H, W)`` in canonical units
+        and band order (NaN for missing bands and nodata), and the missing
+        band names.
 
     Raises:
         ArchiveError: If the archive is corrupt or not in the expected layout.
     """
-    values, names, attributes = _open_bands(path)
+    values, shape, names, attributes = _open_bands(path, season)
     dimensions = attributes.get("_ARRAY_DIMENSIONS")
-    if values.ndim != 4 or (dimensions is not None and tuple(dimensions) != BANDS_DIMENSIONS):
-        described = f"dimensions {tuple(dimensions)}" if dimensions is not None else f"shape {values.shape}"
+    if len(shape) != 4 or (dimensions is not None and tuple(dimensions) != BANDS_DIMENSIONS):
+        described = f"dimensions {tuple(dimensions)}" if dimensions is not None else f"shape {shape}"
         raise ArchiveError(
             f"'{path}': '{BANDS_ARRAY}' has {described}; expected (time, band, y, x) for one location. "
             "Archives with a sample dimension (SSL4EO-S12 v1.1 training files, 64 locations each) are not "
             "supported."
         )
-    if values.shape[0] != len(SEASONS):
-        raise ArchiveError(f"'{path}' has {values.shape[0]} time steps; expected {len(SEASONS)} seasons "
+    if shape[0] != len(SEASONS):
+        raise ArchiveError(f"'{path}' has {shape[0]} time steps; expected {len(SEASONS)} seasons "
                            f"({', '.join(SEASONS)}).")
     positions = _band_positions(path, sensor, names, values.shape[1])
     expected = SENSOR_BANDS[sensor]
-    output = np.full((len(SEASONS), len(expected), values.shape[2], values.shape[3]), np.nan, dtype=np.float32)
+    output = np.full((values.shape[0], len(expected), values.shape[2], values.shape[3]), np.nan, dtype=np.float32)
     fill_value = attributes.get("_FillValue")
     for index, name in enumerate(expected):
         if name not in positions:
@@ -250,13 +261,16 @@ def read_modality(path: Path, sensor: Sensor, s2_offset: str) -> tuple[np.ndarra
     return output, missing
 
 
-def read_sample(sample: Ssl4eoSample, sensors: Iterable[Sensor], s2_offset: str) -> SampleStack:
+def read_sample(sample: Ssl4eoSample, sensors: Iterable[Sensor], s2_offset: str,
+                season: int | None = None) -> SampleStack:
     """Read the canonical stack ``(4, 27, H, W)`` of one sample.
 
     Args:
         sample: The sample.
         sensors: Modalities to read; the others stay NaN.
         s2_offset: ``without_offset`` or ``with_offset``.
+        season: Read only this season index (the others stay NaN and
+            ``empty_bands`` stays empty), or None for all four.
 
     Returns:
         The stack and the bands the reader filled.
@@ -275,10 +289,12 @@ def read_sample(sample: Ssl4eoSample, sensors: Iterable[Sensor], s2_offset: str)
         path = sample.paths.get(sensor)
         if path is None:
             raise ArchiveError(f"Sample '{sample.id}' has no {MODALITY_FOLDERS[sensor]} archive.")
-        values, missing = read_modality(path, sensor, s2_offset)
+        values, missing = read_modality(path, sensor, s2_offset, season)
         parts.append((sensor, values))
         if missing:
             filled[sensor] = missing
+        if season is not None:
+            continue
         nodata_only = [band for index, band in enumerate(SENSOR_BANDS[sensor])
                        if band not in missing and np.isnan(values[:, index]).all()]
         if nodata_only:
@@ -291,8 +307,9 @@ def read_sample(sample: Ssl4eoSample, sensors: Iterable[Sensor], s2_offset: str)
                            f"({', '.join(f'{name} {shape[0]} x {shape[1]}' for name, shape in shapes.items())}).")
     height, width = parts[0][1].shape[2:]
     stack = np.full((len(SEASONS), len(STACK_CHANNELS), height, width), np.nan, dtype=np.float32)
+    seasons = slice(None) if season is None else slice(season, season + 1)
     for sensor, values in parts:
-        stack[:, sensor_channel_slice(sensor)] = values
+        stack[seasons, sensor_channel_slice(sensor)] = values
     return SampleStack(sample.id, stack, filled, empty)
 
 

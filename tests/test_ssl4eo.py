@@ -78,6 +78,15 @@ class TestReader:
         np.testing.assert_array_equal(np.isnan(stack.values), np.isnan(expected))
         np.testing.assert_array_equal(np.nan_to_num(stack.values), np.nan_to_num(expected))
 
+    def test_single_season_read(self, exact_dataset):
+        from fusedeo.raster.ssl4eo import read_sample, scan_dataset
+
+        dataset = scan_dataset(exact_dataset)
+        whole = read_sample(dataset.samples[5], dataset.modalities, "without_offset").values
+        autumn = read_sample(dataset.samples[5], dataset.modalities, "without_offset", season=2).values
+        np.testing.assert_array_equal(np.nan_to_num(autumn[2]), np.nan_to_num(whole[2]))
+        assert np.all(np.isnan(autumn[[0, 1, 3]]))
+
     def test_missing_bands_are_nan(self, exact_dataset):
         from fusedeo.raster.bands import Sensor, channel_index
         from fusedeo.raster.ssl4eo import read_sample, scan_dataset
