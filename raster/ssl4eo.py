@@ -6,8 +6,8 @@ A dataset folder contains one folder per modality (``s1``, ``s2l1c``,
 and the Embed2Scale challenge data do. Each archive is a Zarr v2 group in a
 zip file, as xarray writes it: the array ``bands`` with dimensions
 ``(time=4, band, y, x)`` (seasons in SSL4EO-S12 order), a ``band`` array of
-band names and coordinate arrays. S1 holds VV, VH in dB (float16 in the
-published data), S2 holds digital numbers (int16), 0 being nodata.
+band names and coordinate arrays. S1 contains VV, VH in dB (float16 in the
+published data), S2 contains digital numbers (int16), 0 being nodata.
 
 :func:`read_sample` returns the canonical stack of :mod:`fusedeo.raster.bands`
 for one id, with the same conventions as the layer path of ``fusedeo:embed``:
