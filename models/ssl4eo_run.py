@@ -30,9 +30,7 @@ Two kinds of run:
 
 import argparse
 import csv
-import json
 import logging
-import os
 import sys
 import tempfile
 import time
@@ -64,6 +62,15 @@ from .embedding_model import EmbeddingModel
 from .encoders import ENCODER_NAMES
 from .encoders.base import Encoder, PatchSampler
 from .feature_store import FeatureStore, encoder_fingerprint
+from .neuco_csv import (
+    exclude_path_for,
+    format_row,
+    provenance_path_for,
+    read_resume_state,
+    sort_rows_by_id,
+    write_exclude,
+    write_json,
+)
 from .pipeline import (
     build_embedding_model,
     create_encoders,
@@ -133,23 +140,6 @@ class Ssl4eoResult:
     rows_resumed: int
     skipped: dict[str, str] = field(default_factory=dict)
     resumable: bool = False
-
-
-def exclude_path_for(output_csv: str | Path) -> Path:
-    """Return the exclude file that belongs to ``output_csv``."""
-    path = Path(output_csv)
-    return path.with_name(f"{path.stem}.exclude.txt")
-
-
-def provenance_path_for(output_csv: str | Path) -> Path:
-    """Return the provenance file that belongs to ``output_csv``."""
-    path = Path(output_csv)
-    return path.with_name(f"{path.stem}.provenance.json")
-
-
-def format_row(identifier: str, values: np.ndarray) -> list[str]:
-    """Return a CSV row; ``.9g`` keeps every float32 exact when read back."""
-    return [identifier, *(f"{value:.9g}" for value in np.asarray(values, dtype=np.float32))]
 
 
 def check_request(request: Ssl4eoRequest) -> None:
@@ -398,18 +388,6 @@ def _provenance(context: _RunContext, embedding_model: EmbeddingModel, compresso
     }
 
 
-def _write_json(path: Path, record: dict[str, Any]) -> None:
-    """Write ``record`` atomically (temporary file, then rename)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    temporary.write_text(json.dumps(record, indent=2, sort_keys=True))
-    os.replace(temporary, path)
-
-
-def _write_exclude(path: Path, skipped: dict[str, str]) -> None:
-    """Write the skipped ids, one per line, as NeuCo-Bench reads exclude files."""
-    path.write_text("".join(f"{identifier}\n" for identifier in sorted(skipped)))
-
-
 def _report_end(context: _RunContext, rows: int, csv_path: str) -> None:
     for sentence in context.filled.sentences():
         context.reporter.warning(sentence)
@@ -491,8 +469,8 @@ def _fit_and_write(context: _RunContext, progress: _Progress, pending: PendingOu
             for sample, values in zip(chunk, embedded):
                 writer.writerow(format_row(sample.id, values))
             progress.update(85, 100, start + len(chunk), len(valid))
-    _write_exclude(exclude_path, context.skipped)
-    _write_json(provenance_path, _provenance(context, embedding_model, compressor, "complete", len(valid)))
+    write_exclude(exclude_path, context.skipped)
+    write_json(provenance_path, _provenance(context, embedding_model, compressor, "complete", len(valid)))
     if model_path is not None:
         embedding_model.save(model_path)
         reporter.info(f"Embedding model (fingerprint {embedding_model.fingerprint[:16]}) saved; reuse it as "
@@ -583,7 +561,7 @@ def _run_fixed(context: _RunContext) -> Ssl4eoResult:
     provenance_path = provenance_path_for(csv_path)
     if not csv_path.parent.is_dir():
         raise InputError(f"Output folder '{csv_path.parent}' does not exist; create it or choose another path.")
-    written = _resume_state(csv_path, provenance_path, fingerprint, request.s2_offset, compressor.output_width)
+    written = read_resume_state(csv_path, provenance_path, fingerprint, request.s2_offset, compressor.output_width)
     if written:
         reporter.info(f"OUTPUT_CSV '{csv_path}' already contains {len(written)} rows of this embedding space "
                       f"(fingerprint {fingerprint[:16]}); embedding the remaining samples.")
@@ -591,7 +569,7 @@ def _run_fixed(context: _RunContext) -> Ssl4eoResult:
         with open(csv_path, "w", newline="") as file:
             header = ["id", *(str(index) for index in range(compressor.output_width))]
             csv.writer(file, lineterminator="\n").writerow(header)
-    _write_json(provenance_path, _provenance(context, embedding_model, compressor, "incomplete", len(written)))
+    write_json(provenance_path, _provenance(context, embedding_model, compressor, "incomplete", len(written)))
 
     progress = _Progress(reporter, "")
     with open(csv_path, "a", newline="") as file:
@@ -607,9 +585,9 @@ def _run_fixed(context: _RunContext) -> Ssl4eoResult:
             _flush_features(context, embedding_model)
     rows = context.rows_written
     total = len(written) + rows
-    _sort_rows(csv_path)
-    _write_exclude(exclude_path_for(csv_path), context.skipped)
-    _write_json(provenance_path, _provenance(context, embedding_model, compressor, "complete", total))
+    sort_rows_by_id(csv_path)
+    write_exclude(exclude_path_for(csv_path), context.skipped)
+    write_json(provenance_path, _provenance(context, embedding_model, compressor, "complete", total))
     if request.output_model_path:
         embedding_model.save(request.output_model_path)
     _report_end(context, total, request.output_csv)
@@ -658,69 +636,6 @@ def _embed_rows(context: _RunContext, written: set[str], compressor: OnnxCompres
             if sum(len(buffered) for buffered, _ in context.feature_buffer) >= _FEATURE_FLUSH_ROWS:
                 _flush_features(context, embedding_model)
     progress.update(0, 100, total, total)
-
-
-def _resume_state(csv_path: Path, provenance_path: Path, fingerprint: str, s2_offset: str,
-                  dimensions: int) -> set[str]:
-    """Return the ids an earlier run of the same embedding space wrote to ``csv_path``.
-
-    A last line without a line end (a run killed while writing) is cut off.
-
-    Raises:
-        LayoutMismatchError: If the file belongs to another embedding space or S2 offset.
-        InputError: If the file exists without provenance or is not a CSV this run wrote.
-    """
-    if not csv_path.exists() or csv_path.stat().st_size == 0:
-        return set()
-    if not provenance_path.is_file():
-        raise InputError(f"OUTPUT_CSV '{csv_path}' exists, but its provenance file '{provenance_path.name}' "
-                         "does not, so its rows cannot be checked for resuming. Delete the CSV or choose "
-                         "another OUTPUT_CSV.")
-    try:
-        record = json.loads(provenance_path.read_text())
-    except (OSError, ValueError) as err:
-        raise InputError(f"OUTPUT_CSV: provenance file '{provenance_path}' cannot be read ({err}).") from err
-    if record.get("embedding_fingerprint") != fingerprint:
-        raise LayoutMismatchError(
-            f"OUTPUT_CSV '{csv_path}' contains embeddings of fingerprint "
-            f"{str(record.get('embedding_fingerprint'))[:16]}, but this run's embedding space is "
-            f"{fingerprint[:16]}. Resume with the same EMBEDDING_MODEL or COMPRESSOR, or choose another OUTPUT_CSV."
-        )
-    if record.get("s2_offset") != s2_offset:
-        raise LayoutMismatchError(f"OUTPUT_CSV '{csv_path}' was written with S2_OFFSET={record.get('s2_offset')}; "
-                                  f"this run has S2_OFFSET={s2_offset}. Use the same value to resume.")
-    content = csv_path.read_bytes()
-    if not content.endswith(b"\n"):
-        content = content[: content.rfind(b"\n") + 1]
-        csv_path.write_bytes(content)
-    lines = list(csv.reader(content.decode().splitlines()))
-    header = ["id", *(str(index) for index in range(dimensions))]
-    if not lines or lines[0] != header:
-        raise InputError(f"OUTPUT_CSV '{csv_path}' does not start with the header id,0,…,{dimensions - 1}; it "
-                         "was not written by this run. Delete it or choose another OUTPUT_CSV.")
-    ids = set()
-    for number, row in enumerate(lines[1:], start=2):
-        if len(row) != dimensions + 1:
-            raise InputError(f"OUTPUT_CSV '{csv_path}' line {number} has {len(row)} fields; expected "
-                             f"{dimensions + 1}. Delete the file to start again.")
-        ids.add(row[0])
-    return ids
-
-
-def _sort_rows(csv_path: Path) -> None:
-    """Rewrite the CSV sorted by id when resumed rows left it out of order."""
-    with open(csv_path, newline="") as file:
-        lines = list(csv.reader(file))
-    header, rows = lines[0], lines[1:]
-    ids = [row[0] for row in rows]
-    if ids == sorted(ids):
-        return
-    temporary = csv_path.with_name(f".{csv_path.name}.{os.getpid()}.partial")
-    with open(temporary, "w", newline="") as file:
-        writer = csv.writer(file, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(sorted(rows, key=lambda row: row[0]))
-    os.replace(temporary, csv_path)
 
 
 def build_argument_parser() -> argparse.ArgumentParser:
