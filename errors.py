@@ -23,6 +23,10 @@ class GridError(InputError):
     """Layers cannot be placed on one target grid (CRS, extent or size)."""
 
 
+class ArchiveError(InputError):
+    """A dataset archive (zarr.zip) is corrupt or not in the expected layout."""
+
+
 class ModelFileError(PluginError, ValueError):
     """A model file (ONNX compressor, probe or embedding model) is invalid."""
 

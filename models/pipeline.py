@@ -16,7 +16,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,7 +209,7 @@ def _make_sampler(stack: SeasonStack, patches: PatchGrid, valid_indices: Sequenc
                         read_window, stack.channels_present)
 
 
-def _checkpoints(names: Sequence[str], request: EmbedRequest, reporter: Reporter) -> dict[str, Path | None]:
+def _checkpoints(names: Sequence[str], weights_dir: str | None, reporter: Reporter) -> dict[str, Path | None]:
     """Return the verified checkpoint of every encoder that has weights.
 
     All checkpoints are resolved before any model is built, so a missing or
@@ -221,7 +221,7 @@ def _checkpoints(names: Sequence[str], request: EmbedRequest, reporter: Reporter
         if card.weights is None:
             checkpoints[name] = None
             continue
-        store = WeightStore(request.weights_dir, reporter)
+        store = WeightStore(weights_dir, reporter)
         checkpoints[name] = store.resolve(card.weights)
         reporter.info(f"{name}: checkpoint {card.weights.file_name} verified in {store.folder} "
                       f"(licence {card.weights.licence}).")
@@ -234,14 +234,13 @@ def _weights_record(name: str) -> dict[str, Any]:
     return {"file": weights.file_name, "sha256": weights.sha256, "url": weights.url, "licence": weights.licence}
 
 
-def _check_sensors(names: Sequence[str], stack: SeasonStack) -> None:
+def _check_sensors(names: Sequence[str], present: Collection[Sensor]) -> None:
     """Reject encoders whose sensors are missing, before their models are built.
 
     A Sentinel-2 level in a card counts as satisfied by either level here,
     because several encoders read L1C or L2A; their ``prepare`` decides.
     """
-    present = stack.sensors_present()
-    has_s2 = bool(present & {Sensor.S2L1C, Sensor.S2L2A})
+    has_s2 = bool(set(present) & {Sensor.S2L1C, Sensor.S2L2A})
     for name in names:
         card = encoder_card(name)
         missing = [sensor.value for sensor in sorted(card.required_sensors, key=lambda item: item.value)
@@ -251,27 +250,134 @@ def _check_sensors(names: Sequence[str], stack: SeasonStack) -> None:
                              f"Add them or remove {name} from ENCODERS.")
 
 
-def _build_encoders(request: EmbedRequest, model: EmbeddingModel | None, stack: SeasonStack, device: str,
+def create_encoders(names: Sequence[str], model: EmbeddingModel | None, device: str,
+                    sensors_present: Collection[Sensor], weights_dir: str | None,
                     reporter: Reporter) -> list[Encoder]:
-    """Create the selected encoders, or those of the embedding model, and check their inputs."""
-    names = ordered_encoder_names(request.encoders)
-    if model is not None and model.encoder_names != names:
+    """Create the selected encoders, or rebuild those of an embedding model with its fitted arrays.
+
+    Sensors are checked and checkpoints verified through the weight store
+    before any model is built; each encoder's ``prepare`` then picks its
+    inputs among the sensors present.
+
+    Args:
+        names: Encoder names as given in ``ENCODERS``.
+        model: Embedding model to reuse, or None for new encoders.
+        device: torch device string.
+        sensors_present: Sensors the run provides.
+        weights_dir: Weight store folder (``FUSEDEO_WEIGHTS_DIR`` overrides it).
+        reporter: Receives the encoders' decisions.
+
+    Returns:
+        The encoders in fused-block order.
+
+    Raises:
+        InputError: If a name is unknown, none is given or a sensor is missing.
+        LayoutMismatchError: If ``names`` differ from the model's encoders.
+        MissingFileError: If a checkpoint is not in the weight store.
+    """
+    ordered = ordered_encoder_names(list(names))
+    if model is not None and model.encoder_names != ordered:
         raise LayoutMismatchError(
-            f"ENCODERS: {', '.join(names)} differs from the encoders of EMBEDDING_MODEL "
+            f"ENCODERS: {', '.join(ordered)} differs from the encoders of EMBEDDING_MODEL "
             f"({', '.join(model.encoder_names)}). Select the same encoders, or leave EMBEDDING_MODEL "
             "empty to make a new embedding space."
         )
-    _check_sensors(names, stack)
-    checkpoints = _checkpoints(names, request, reporter)
+    _check_sensors(ordered, sensors_present)
+    checkpoints = _checkpoints(ordered, weights_dir, reporter)
     stored = {entry["name"]: entry["settings"] for entry in model.encoders} if model is not None else {}
     encoders = [create_encoder(name, device=device, checkpoint=checkpoints[name], reporter=reporter,
-                               **stored.get(name, {})) for name in names]
-    present = stack.sensors_present()
+                               **stored.get(name, {})) for name in ordered]
     for encoder in encoders:
-        encoder.prepare(present, reporter)
+        encoder.prepare(sensors_present, reporter)
         arrays = model.fitted.get(encoder.card.name) if model is not None else None
         if arrays:
             encoder.load_fitted(arrays)
+    return encoders
+
+
+def fit_encoders(encoders: Sequence[Encoder], sampler: PatchSampler, reporter: Reporter) -> None:
+    """Fit the run-dependent parts (mosaiks kernels) of the encoders that still need them."""
+    for encoder in encoders:
+        if encoder.needs_fit:
+            encoder.fit(sampler, reporter)
+
+
+def encode_fused(encoders: Sequence[Encoder], stack: np.ndarray, seasons_present: Sequence[bool]) -> np.ndarray:
+    """Return the fused vectors ``(B, D)`` of canonical stacks ``(B, T, 27, H, W)``."""
+    return np.concatenate([encoder.encode(stack, seasons_present) for encoder in encoders], axis=1)
+
+
+def fused_layout(encoders: Sequence[Encoder]) -> list[dict[str, Any]]:
+    """Return the fused blocks of ``encoders`` as dicts, in order."""
+    return [encoder.block().to_json() for encoder in encoders]
+
+
+def build_embedding_model(encoders: Sequence[Encoder], compressor: OnnxCompressor,
+                          compressor_summary: dict[str, Any]) -> EmbeddingModel:
+    """Collect encoders, settings, fitted arrays and compressor into an embedding model."""
+    return EmbeddingModel(
+        encoders=[{"name": encoder.card.name, "settings": encoder.settings()} for encoder in encoders],
+        layout=fused_layout(encoders),
+        fitted={encoder.card.name: encoder.fitted_arrays() for encoder in encoders if encoder.fitted_arrays()},
+        compressor=compressor.model_bytes,
+        compressor_summary=compressor_summary,
+    )
+
+
+def select_compressor(model: EmbeddingModel | None, compressor: OnnxCompressor | None,
+                      compressor_path: str | None, dimensions: int, features: np.ndarray | None,
+                      layout: list[dict[str, Any]], device: str, reporter: Reporter,
+                      unit: str = "valid patches",
+                      remedy: str = "a larger area, a smaller PATCH_SIZE or STRIDE, or a lower MIN_VALID_FRACTION",
+                      ) -> tuple[OnnxCompressor, dict[str, Any]]:
+    """Return the compressor of the embedding model, the given file, or PCA fitted on ``features``.
+
+    Args:
+        model: Embedding model of an earlier run, or None.
+        compressor: Compressor loaded from ``compressor_path``, or None.
+        compressor_path: The ``COMPRESSOR`` file, recorded in the summary.
+        dimensions: Requested PCA width (``DIMENSIONS``).
+        features: Fused vectors ``(N, D)`` to fit PCA on; only read when
+            neither a model nor a compressor is given.
+        layout: Fused layout of this run.
+        device: Device the compressor should run on.
+        reporter: Receives the PCA decisions.
+        unit: What the rows of ``features`` are, for messages.
+        remedy: How to get more rows, for the message when there are too few.
+
+    Raises:
+        LayoutMismatchError: If a given compressor was made for another layout.
+        InputError: If PCA needs more rows than ``features`` has.
+    """
+    if model is not None:
+        loaded = OnnxCompressor(model.compressor, "EMBEDDING_MODEL compressor", device)
+        loaded.check_layout(layout)
+        return loaded, model.compressor_summary
+    if compressor is not None:
+        compressor.check_layout(layout)
+        return compressor, {"kind": compressor.kind, "source": str(compressor_path),
+                            "input_width": compressor.input_width, "output_width": compressor.output_width}
+    if features is None:
+        raise InputError("PCA needs fused vectors to fit on; give a COMPRESSOR or an EMBEDDING_MODEL.")
+    samples, width = features.shape
+    components = min(dimensions, samples - 1, width)
+    if components < 1:
+        raise InputError(f"PCA needs at least 2 {unit}; this run has {samples}. Give a COMPRESSOR, {remedy}.")
+    if components < dimensions:
+        reporter.warning(f"DIMENSIONS={dimensions} capped to {components}: PCA on {samples} {unit} "
+                         f"of width {width} has at most {components} components.")
+    model_bytes, summary = fit_pca(features, components, layout)
+    reporter.info(f"PCA fitted on {samples} {unit}: {components} components explain "
+                  f"{100 * summary['explained_variance_ratio_total']:.1f} % of the variance.")
+    return OnnxCompressor(model_bytes, "PCA fitted on this run", device), summary
+
+
+def _build_encoders(request: EmbedRequest, model: EmbeddingModel | None, stack: SeasonStack, device: str,
+                    reporter: Reporter) -> list[Encoder]:
+    """Create the selected encoders, or those of the embedding model, and check their inputs."""
+    present = stack.sensors_present()
+    encoders = create_encoders(request.encoders, model, device, present, request.weights_dir, reporter)
+    for encoder in encoders:
         channels = encoder.settings().get("channels")
         if model is not None and channels:
             provided = {f"{item.layer.spec.sensor.value}:{band}" for item in stack.layers
@@ -378,13 +484,11 @@ def _run(request: EmbedRequest, stack: SeasonStack, patches: PatchGrid, encoders
 
     # Encoders with run-dependent parts (mosaiks kernels) fit them on valid patches only.
     sampler = _make_sampler(stack, patches, valid_indices)
-    for encoder in encoders:
-        if encoder.needs_fit:
-            encoder.fit(sampler, reporter)
+    fit_encoders(encoders, sampler, reporter)
     progress.update(10, 15, 1, 1)
 
     # Fused vectors of the valid patches go to a memory-mapped scratch file.
-    layout = [encoder.block().to_json() for encoder in encoders]
+    layout = fused_layout(encoders)
     width = sum(encoder.block().width for encoder in encoders)
     features = np.lib.format.open_memmap(scratch / "features.npy", mode="w+", dtype=np.float32,
                                          shape=(len(valid_indices), width))
@@ -392,9 +496,8 @@ def _run(request: EmbedRequest, stack: SeasonStack, patches: PatchGrid, encoders
     started = time.perf_counter()
     for done, chunk in enumerate(_batches(valid_indices, batch)):
         values, _ = _read_patches(stack, patches, chunk)
-        blocks = [encoder.encode(values, stack.seasons_present) for encoder in encoders]
         start = done * batch
-        features[start:start + len(chunk)] = np.concatenate(blocks, axis=1)
+        features[start:start + len(chunk)] = encode_fused(encoders, values, stack.seasons_present)
         if done == 0 and len(valid_indices) > len(chunk):
             # The first batch calibrates the estimate: reading and all forward passes included.
             seconds = (time.perf_counter() - started) / len(chunk) * len(valid_indices)
@@ -411,13 +514,7 @@ def _run(request: EmbedRequest, stack: SeasonStack, patches: PatchGrid, encoders
     compressor.report_providers(reporter)
     if device == "cuda" and compressor.providers[0] != "CUDAExecutionProvider":
         reporter.warning("onnxruntime has no CUDA execution provider here; the compressor runs on the CPU.")
-    embedding_model = EmbeddingModel(
-        encoders=[{"name": encoder.card.name, "settings": encoder.settings()} for encoder in encoders],
-        layout=layout,
-        fitted={encoder.card.name: encoder.fitted_arrays() for encoder in encoders if encoder.fitted_arrays()},
-        compressor=compressor.model_bytes,
-        compressor_summary=compressor_summary,
-    )
+    embedding_model = build_embedding_model(encoders, compressor, compressor_summary)
     fingerprint = embedding_model.fingerprint
     fitted_fingerprint = encoder_fingerprint(embedding_model.encoders, layout, embedding_model.fitted)
     if model is not None and fingerprint != model.fingerprint:
@@ -470,26 +567,8 @@ def _compressor_for(request: EmbedRequest, model: EmbeddingModel | None, compres
                     features: np.ndarray, layout: list[dict[str, Any]], device: str,
                     reporter: Reporter) -> tuple[OnnxCompressor, dict[str, Any]]:
     """Return the compressor of the embedding model, the given file, or PCA fitted on ``features``."""
-    if model is not None:
-        loaded = OnnxCompressor(model.compressor, "EMBEDDING_MODEL compressor", device)
-        loaded.check_layout(layout)
-        return loaded, model.compressor_summary
-    if compressor is not None:
-        compressor.check_layout(layout)
-        return compressor, {"kind": compressor.kind, "source": str(request.compressor_path),
-                            "input_width": compressor.input_width, "output_width": compressor.output_width}
-    samples, width = features.shape
-    components = min(request.dimensions, samples - 1, width)
-    if components < 1:
-        raise InputError(f"PCA needs at least 2 valid patches; this run has {samples}. Give a COMPRESSOR, a "
-                         "larger area, a smaller PATCH_SIZE or STRIDE, or a lower MIN_VALID_FRACTION.")
-    if components < request.dimensions:
-        reporter.warning(f"DIMENSIONS={request.dimensions} capped to {components}: PCA on {samples} valid "
-                         f"patches of width {width} has at most {components} components.")
-    model_bytes, summary = fit_pca(features, components, layout)
-    reporter.info(f"PCA fitted on {samples} valid patches: {components} components explain "
-                  f"{100 * summary['explained_variance_ratio_total']:.1f} % of the variance.")
-    return OnnxCompressor(model_bytes, "PCA fitted on this run", device), summary
+    return select_compressor(model, compressor, request.compressor_path, request.dimensions, features, layout,
+                             device, reporter)
 
 
 def _write_outputs(output_path: Path, table_path: Path | None, patches: PatchGrid, valid_indices: list[int],

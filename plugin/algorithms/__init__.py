@@ -4,8 +4,11 @@
 def algorithm_classes() -> list[type]:
     """Return the algorithm classes the provider registers, in Toolbox order."""
     from .applyprobe import ApplyProbeAlgorithm
+    from .checksubmission import CheckSubmissionAlgorithm
     from .downloadweights import DownloadWeightsAlgorithm
     from .embed import EmbedAlgorithm
+    from .embedssl4eo import EmbedSsl4eoAlgorithm
     from .trainprobe import TrainProbeAlgorithm
 
-    return [EmbedAlgorithm, TrainProbeAlgorithm, ApplyProbeAlgorithm, DownloadWeightsAlgorithm]
+    return [EmbedAlgorithm, EmbedSsl4eoAlgorithm, CheckSubmissionAlgorithm, TrainProbeAlgorithm,
+            ApplyProbeAlgorithm, DownloadWeightsAlgorithm]
