@@ -23,6 +23,10 @@ class GridError(InputError):
     """Layers cannot be placed on one target grid (CRS, extent or size)."""
 
 
+class ArchiveError(InputError):
+    """A dataset archive (zarr.zip) is corrupt or not in the expected layout."""
+
+
 class ModelFileError(PluginError, ValueError):
     """A model file (ONNX compressor, probe or embedding model) is invalid."""
 
@@ -31,8 +35,24 @@ class LayoutMismatchError(ModelFileError):
     """A model was made for a different embedding layout or space."""
 
 
+class ChecksumMismatchError(ModelFileError):
+    """A checkpoint's size or sha256 differs from the one the manifest records."""
+
+
+class CheckpointKeyError(ModelFileError):
+    """A checkpoint's tensor names or shapes do not match the model."""
+
+
 class MissingFileError(PluginError, FileNotFoundError):
     """A required file does not exist."""
+
+
+class DownloadError(PluginError, OSError):
+    """A download failed (network error, HTTP error or server misbehaviour)."""
+
+
+class LicenceNotAcceptedError(InputError):
+    """A checkpoint's licence requires explicit acceptance that was not given."""
 
 
 class MissingDependencyError(PluginError, ImportError):

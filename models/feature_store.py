@@ -5,9 +5,10 @@ A feature store is a Zarr (v2) group in a folder:
 - ``features``: float32 array ``(N, D)``, chunked by rows, appendable;
 - ``ids``: string array ``(N,)``, one id per row, unique in the store;
 - attributes: ``layout`` (fused blocks), ``encoders`` (names and settings),
-  ``encoder_fingerprint`` (sha256 over encoders, settings and fitted arrays
-  such as the mosaiks kernels; the compressor is not part of it) and
-  ``runs`` (provenance of every run that appended rows).
+  ``encoder_fingerprint`` and ``runs`` (provenance of every run that
+  appended rows). The encoder fingerprint is a sha256 over encoders,
+  settings and fitted arrays such as the mosaiks kernels. The compressor is
+  not part of it, because the store keeps features before compression.
 
 Rows from different runs can be pooled only when their layouts and encoder
 fingerprints are equal, because otherwise the same index means a different
@@ -44,7 +45,7 @@ def encoder_fingerprint(encoders: list[dict[str, Any]], layout: list[dict[str, A
 
 
 class FeatureStore:
-    """An open feature store (see the module docstring for the format)."""
+    """Open feature store; the module docstring describes the format."""
 
     def __init__(self, group: Any, path: Path) -> None:
         """Wrap an open Zarr group (use :meth:`open` or :meth:`create_or_append`)."""
@@ -146,7 +147,7 @@ class FeatureStore:
 
 
 def check_compatible(store: FeatureStore, layout: list[dict[str, Any]], fingerprint: str, other: str) -> None:
-    """Raise if ``store`` holds features of another layout or fitted encoders.
+    """Raise if ``store`` contains features of another layout or other fitted encoders.
 
     Raises:
         LayoutMismatchError: Naming both layouts or fingerprints.

@@ -1,9 +1,10 @@
 """The embedding run behind ``fusedeo:embed``.
 
-Data flow: input layers → season stack on one target grid → patch grid →
-per encoder: features per patch → fused vector (fixed block order, kept in a
-memory-mapped file) → compressor (ONNX, PCA fitted here when none is given)
-→ embedding raster, NeuCo-Bench table and embedding model file.
+Input layers become a season stack on one target grid, which a patch grid
+divides into patches. Each encoder turns a patch into its block of the fused
+vector (fixed block order); the fused vectors are kept in a memory-mapped
+file. The compressor (ONNX; PCA fitted here when none is given) turns them
+into the embedding raster, the NeuCo-Bench table and the embedding model file.
 
 The run makes four passes over the patches (validity, kernel fitting where
 an encoder needs it, features, output); each reads windows, never whole
@@ -15,12 +16,13 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from osgeo import gdal
 
 from .. import __version__
 from ..errors import InputError, LayoutMismatchError, RunCancelledError
@@ -45,10 +47,15 @@ from .compressor import OnnxCompressor, fit_pca
 from .device import select_torch_device
 from .embedding_model import EmbeddingModel
 from .feature_store import FeatureStore, encoder_fingerprint
-from .encoders import create_encoder, ordered_encoder_names
+from .encoders import create_encoder, encoder_card, ordered_encoder_names
 from .encoders.base import Encoder, PatchSampler
+from .weights import WeightStore
 
 logger = logging.getLogger(__name__)
+
+GDAL_CACHE_BYTES = 32 * 1024 * 1024
+"""GDAL block cache during an embedding run."""
+
 
 @dataclass
 class EmbedRequest:
@@ -69,6 +76,7 @@ class EmbedRequest:
         output_table_path: NeuCo-Bench CSV to write, or None.
         output_model_path: Embedding model file to write, or None.
         output_features_path: Feature store folder to create or append to, or None.
+        weights_dir: Weight store folder (``FUSEDEO_WEIGHTS_DIR`` overrides it).
         extent: Optional area to restrict the run to.
         extent_crs_wkt: CRS of ``extent``.
     """
@@ -87,13 +95,14 @@ class EmbedRequest:
     output_table_path: str | None = None
     output_model_path: str | None = None
     output_features_path: str | None = None
+    weights_dir: str | None = None
     extent: Bounds | None = None
     extent_crs_wkt: str | None = None
 
 
 @dataclass
 class EmbedResult:
-    """What an embedding run produced."""
+    """Outputs and counts of an embedding run."""
 
     output_path: str
     output_table_path: str | None
@@ -197,35 +206,179 @@ def _make_sampler(stack: SeasonStack, patches: PatchGrid, valid_indices: Sequenc
                         read_window, stack.channels_present)
 
 
+def _checkpoints(names: Sequence[str], weights_dir: str | None, reporter: Reporter) -> dict[str, Path | None]:
+    """Return the verified checkpoint of every encoder that has weights.
+
+    All checkpoints are resolved before any model is built, so a missing or
+    tampered file is reported before minutes of model loading.
+    """
+    checkpoints: dict[str, Path | None] = {}
+    for name in names:
+        card = encoder_card(name)
+        if card.weights is None:
+            checkpoints[name] = None
+            continue
+        store = WeightStore(weights_dir, reporter)
+        checkpoints[name] = store.resolve(card.weights)
+        reporter.info(f"{name}: checkpoint {card.weights.file_name} verified in {store.folder} "
+                      f"(licence {card.weights.licence}).")
+    return checkpoints
+
+
+def _weights_record(name: str) -> dict[str, Any]:
+    """Return the checkpoint an encoder was loaded from, as verified by the weight store."""
+    weights = encoder_card(name).weights
+    return {"file": weights.file_name, "sha256": weights.sha256, "url": weights.url, "licence": weights.licence}
+
+
+def _check_sensors(names: Sequence[str], present: Collection[Sensor]) -> None:
+    """Reject encoders whose sensors are missing, before their models are built.
+
+    A Sentinel-2 level in a card counts as satisfied by either level here,
+    because several encoders read L1C or L2A; their ``prepare`` decides.
+    """
+    has_s2 = bool(set(present) & {Sensor.S2L1C, Sensor.S2L2A})
+    for name in names:
+        card = encoder_card(name)
+        missing = [sensor.value for sensor in sorted(card.required_sensors, key=lambda item: item.value)
+                   if (sensor is Sensor.S1 and sensor not in present) or (sensor is not Sensor.S1 and not has_s2)]
+        if missing:
+            raise InputError(f"ENCODERS: {name} needs {', '.join(missing)} layers, but none were given. "
+                             f"Add them or remove {name} from ENCODERS.")
+
+
+def create_encoders(names: Sequence[str], model: EmbeddingModel | None, device: str,
+                    sensors_present: Collection[Sensor], weights_dir: str | None,
+                    reporter: Reporter) -> list[Encoder]:
+    """Create the selected encoders, or rebuild those of an embedding model with its fitted arrays.
+
+    Sensors are checked and checkpoints verified through the weight store
+    before any model is built; each encoder's ``prepare`` then picks its
+    inputs among the sensors present.
+
+    Args:
+        names: Encoder names as given in ``ENCODERS``.
+        model: Embedding model to reuse, or None for new encoders.
+        device: torch device string.
+        sensors_present: Sensors the run provides.
+        weights_dir: Weight store folder (``FUSEDEO_WEIGHTS_DIR`` overrides it).
+        reporter: Receives the encoders' decisions.
+
+    Returns:
+        The encoders in fused-block order.
+
+    Raises:
+        InputError: If a name is unknown, none is given or a sensor is missing.
+        LayoutMismatchError: If ``names`` differ from the model's encoders.
+        MissingFileError: If a checkpoint is not in the weight store.
+    """
+    ordered = ordered_encoder_names(list(names))
+    if model is not None and model.encoder_names != ordered:
+        raise LayoutMismatchError(
+            f"ENCODERS: {', '.join(ordered)} differs from the encoders of EMBEDDING_MODEL "
+            f"({', '.join(model.encoder_names)}). Select the same encoders, or leave EMBEDDING_MODEL "
+            "empty to make a new embedding space."
+        )
+    _check_sensors(ordered, sensors_present)
+    checkpoints = _checkpoints(ordered, weights_dir, reporter)
+    stored = {entry["name"]: entry["settings"] for entry in model.encoders} if model is not None else {}
+    encoders = [create_encoder(name, device=device, checkpoint=checkpoints[name], reporter=reporter,
+                               **stored.get(name, {})) for name in ordered]
+    for encoder in encoders:
+        encoder.prepare(sensors_present, reporter)
+        arrays = model.fitted.get(encoder.card.name) if model is not None else None
+        if arrays:
+            encoder.load_fitted(arrays)
+    return encoders
+
+
+def fit_encoders(encoders: Sequence[Encoder], sampler: PatchSampler, reporter: Reporter) -> None:
+    """Fit the run-dependent parts (mosaiks kernels) of the encoders that still need them."""
+    for encoder in encoders:
+        if encoder.needs_fit:
+            encoder.fit(sampler, reporter)
+
+
+def encode_fused(encoders: Sequence[Encoder], stack: np.ndarray, seasons_present: Sequence[bool]) -> np.ndarray:
+    """Return the fused vectors ``(B, D)`` of canonical stacks ``(B, T, 27, H, W)``."""
+    return np.concatenate([encoder.encode(stack, seasons_present) for encoder in encoders], axis=1)
+
+
+def fused_layout(encoders: Sequence[Encoder]) -> list[dict[str, Any]]:
+    """Return the fused blocks of ``encoders`` as dicts, in order."""
+    return [encoder.block().to_json() for encoder in encoders]
+
+
+def build_embedding_model(encoders: Sequence[Encoder], compressor: OnnxCompressor,
+                          compressor_summary: dict[str, Any]) -> EmbeddingModel:
+    """Collect encoders, settings, fitted arrays and compressor into an embedding model."""
+    return EmbeddingModel(
+        encoders=[{"name": encoder.card.name, "settings": encoder.settings()} for encoder in encoders],
+        layout=fused_layout(encoders),
+        fitted={encoder.card.name: encoder.fitted_arrays() for encoder in encoders if encoder.fitted_arrays()},
+        compressor=compressor.model_bytes,
+        compressor_summary=compressor_summary,
+    )
+
+
+def select_compressor(model: EmbeddingModel | None, compressor: OnnxCompressor | None,
+                      compressor_path: str | None, dimensions: int, features: np.ndarray | None,
+                      layout: list[dict[str, Any]], device: str, reporter: Reporter,
+                      unit: str = "valid patches",
+                      remedy: str = "a larger area, a smaller PATCH_SIZE or STRIDE, or a lower MIN_VALID_FRACTION",
+                      ) -> tuple[OnnxCompressor, dict[str, Any]]:
+    """Return the given compressor file, the embedding model's compressor, or PCA fitted on ``features``.
+
+    A given file wins over the embedding model's compressor, so that a
+    compressor trained on features of that model's encoders can replace it.
+
+    Args:
+        model: Embedding model of an earlier run, or None.
+        compressor: Compressor loaded from ``compressor_path``, or None.
+        compressor_path: The ``COMPRESSOR`` file, recorded in the summary.
+        dimensions: Requested PCA width (``DIMENSIONS``).
+        features: Fused vectors ``(N, D)`` to fit PCA on; only read when
+            neither a model nor a compressor is given.
+        layout: Fused layout of this run.
+        device: Device the compressor should run on.
+        reporter: Receives the PCA decisions.
+        unit: What the rows of ``features`` are, for messages.
+        remedy: How to get more rows, for the message when there are too few.
+
+    Raises:
+        LayoutMismatchError: If a given compressor was made for another layout.
+        InputError: If PCA needs more rows than ``features`` has.
+    """
+    if compressor is not None:
+        compressor.check_layout(layout)
+        return compressor, {"kind": compressor.kind, "source": str(compressor_path),
+                            "input_width": compressor.input_width, "output_width": compressor.output_width}
+    if model is not None:
+        loaded = OnnxCompressor(model.compressor, "EMBEDDING_MODEL compressor", device)
+        loaded.check_layout(layout)
+        return loaded, model.compressor_summary
+    if features is None:
+        raise InputError("PCA needs fused vectors to fit on; give a COMPRESSOR or an EMBEDDING_MODEL.")
+    samples, width = features.shape
+    components = min(dimensions, samples - 1, width)
+    if components < 1:
+        raise InputError(f"PCA needs at least 2 {unit}; this run has {samples}. Give a COMPRESSOR, {remedy}.")
+    if components < dimensions:
+        reporter.warning(f"DIMENSIONS={dimensions} capped to {components}: PCA on {samples} {unit} "
+                         f"of width {width} has at most {components} components.")
+    model_bytes, summary = fit_pca(features, components, layout)
+    reporter.info(f"PCA fitted on {samples} {unit}: {components} components explain "
+                  f"{100 * summary['explained_variance_ratio_total']:.1f} % of the variance.")
+    return OnnxCompressor(model_bytes, "PCA fitted on this run", device), summary
+
+
 def _build_encoders(request: EmbedRequest, model: EmbeddingModel | None, stack: SeasonStack, device: str,
                     reporter: Reporter) -> list[Encoder]:
     """Create the selected encoders, or those of the embedding model, and check their inputs."""
-    names = ordered_encoder_names(request.encoders)
-    if model is not None:
-        if model.encoder_names != names:
-            raise LayoutMismatchError(
-                f"ENCODERS: {', '.join(names)} differs from the encoders of EMBEDDING_MODEL "
-                f"({', '.join(model.encoder_names)}). Select the same encoders, or leave EMBEDDING_MODEL "
-                "empty to make a new embedding space."
-            )
-        encoders = [create_encoder(entry["name"], device=device, **entry["settings"]) for entry in model.encoders]
-        for encoder in encoders:
-            arrays = model.fitted.get(encoder.card.name)
-            if arrays:
-                encoder.load_fitted(arrays)
-    else:
-        encoders = [create_encoder(name, device=device) for name in names]
-
     present = stack.sensors_present()
+    encoders = create_encoders(request.encoders, model, device, present, request.weights_dir, reporter)
     for encoder in encoders:
-        missing = sorted(sensor.value for sensor in encoder.card.required_sensors if sensor not in present)
-        if missing:
-            raise InputError(
-                f"ENCODERS: {encoder.card.name} needs {', '.join(missing)} layers, but none were given. "
-                f"Add them or remove {encoder.card.name} from ENCODERS."
-            )
-        settings = encoder.settings()
-        channels = settings.get("channels")
+        channels = encoder.settings().get("channels")
         if model is not None and channels:
             provided = {f"{item.layer.spec.sensor.value}:{band}" for item in stack.layers
                         for band in SENSOR_BANDS[item.layer.spec.sensor]}
@@ -289,6 +442,10 @@ def run_embedding(request: EmbedRequest, reporter: Reporter) -> EmbedResult:
     _summary(request, stack, patches, encoders, reporter)
     progress = _Progress(reporter)
     pending = PendingOutputs()
+    # GDAL's block cache (5 % of RAM by default) would otherwise grow with the
+    # area read; patches are read once per pass, so a small cache is enough.
+    cache_bytes = gdal.GetCacheMax()
+    gdal.SetCacheMax(min(cache_bytes, GDAL_CACHE_BYTES))
     try:
         with tempfile.TemporaryDirectory(prefix="fusedeo-features-") as scratch:
             result = _run(request, stack, patches, encoders, model, compressor, device, progress, pending,
@@ -299,6 +456,7 @@ def run_embedding(request: EmbedRequest, reporter: Reporter) -> EmbedResult:
         raise
     finally:
         stack.close()
+        gdal.SetCacheMax(cache_bytes)
     reporter.debug(f"Embedding run took {time.perf_counter() - started:.1f} s.")
     return result
 
@@ -326,21 +484,25 @@ def _run(request: EmbedRequest, stack: SeasonStack, patches: PatchGrid, encoders
 
     # Encoders with run-dependent parts (mosaiks kernels) fit them on valid patches only.
     sampler = _make_sampler(stack, patches, valid_indices)
-    for encoder in encoders:
-        if encoder.needs_fit:
-            encoder.fit(sampler, reporter)
+    fit_encoders(encoders, sampler, reporter)
     progress.update(10, 15, 1, 1)
 
     # Fused vectors of the valid patches go to a memory-mapped scratch file.
-    layout = [encoder.block().to_json() for encoder in encoders]
+    layout = fused_layout(encoders)
     width = sum(encoder.block().width for encoder in encoders)
     features = np.lib.format.open_memmap(scratch / "features.npy", mode="w+", dtype=np.float32,
                                          shape=(len(valid_indices), width))
+    reporter.info(f"Encoding {len(valid_indices)} valid patches in batches of {batch}.")
+    started = time.perf_counter()
     for done, chunk in enumerate(_batches(valid_indices, batch)):
         values, _ = _read_patches(stack, patches, chunk)
-        blocks = [encoder.encode(values, stack.seasons_present) for encoder in encoders]
         start = done * batch
-        features[start:start + len(chunk)] = np.concatenate(blocks, axis=1)
+        features[start:start + len(chunk)] = encode_fused(encoders, values, stack.seasons_present)
+        if done == 0 and len(valid_indices) > len(chunk):
+            # The first batch calibrates the estimate: reading and all forward passes included.
+            seconds = (time.perf_counter() - started) / len(chunk) * len(valid_indices)
+            reporter.info(f"Estimated encoding time: {seconds / 60:.1f} min ({seconds / len(valid_indices):.2f} s "
+                          "per patch, measured on the first batch).")
         progress.update(15, 85, start + len(chunk), len(valid_indices))
     features.flush()
     if not np.all(np.isfinite(features)):
@@ -352,13 +514,7 @@ def _run(request: EmbedRequest, stack: SeasonStack, patches: PatchGrid, encoders
     compressor.report_providers(reporter)
     if device == "cuda" and compressor.providers[0] != "CUDAExecutionProvider":
         reporter.warning("onnxruntime has no CUDA execution provider here; the compressor runs on the CPU.")
-    embedding_model = EmbeddingModel(
-        encoders=[{"name": encoder.card.name, "settings": encoder.settings()} for encoder in encoders],
-        layout=layout,
-        fitted={encoder.card.name: encoder.fitted_arrays() for encoder in encoders if encoder.fitted_arrays()},
-        compressor=compressor.model_bytes,
-        compressor_summary=compressor_summary,
-    )
+    embedding_model = build_embedding_model(encoders, compressor, compressor_summary)
     fingerprint = embedding_model.fingerprint
     fitted_fingerprint = encoder_fingerprint(embedding_model.encoders, layout, embedding_model.fitted)
     if compressor is not None:
@@ -376,6 +532,8 @@ def _run(request: EmbedRequest, stack: SeasonStack, patches: PatchGrid, encoders
                            execution_provider=compressor.providers[0]),
         "embedding_fingerprint": fingerprint,
         "encoder_fingerprint": fitted_fingerprint,
+        "weights": {encoder.card.name: _weights_record(encoder.card.name) for encoder in encoders
+                    if encoder_card(encoder.card.name).weights is not None},
         "embedding_model_source": request.embedding_model_path,
         "inputs": [item.layer.to_json() for item in stack.layers],
         "seasons": [season for season, present in zip(SEASONS, stack.seasons_present) if present],
@@ -411,27 +569,9 @@ def _run(request: EmbedRequest, stack: SeasonStack, patches: PatchGrid, encoders
 def _compressor_for(request: EmbedRequest, model: EmbeddingModel | None, compressor: OnnxCompressor | None,
                     features: np.ndarray, layout: list[dict[str, Any]], device: str,
                     reporter: Reporter) -> tuple[OnnxCompressor, dict[str, Any]]:
-    """Return the given compressor file, the embedding model's compressor, or PCA fitted on ``features``."""
-    if compressor is not None:
-        compressor.check_layout(layout)
-        return compressor, {"kind": compressor.kind, "source": str(request.compressor_path),
-                            "input_width": compressor.input_width, "output_width": compressor.output_width}
-    if model is not None:
-        loaded = OnnxCompressor(model.compressor, "EMBEDDING_MODEL compressor", device)
-        loaded.check_layout(layout)
-        return loaded, model.compressor_summary
-    samples, width = features.shape
-    components = min(request.dimensions, samples - 1, width)
-    if components < 1:
-        raise InputError(f"PCA needs at least 2 valid patches; this run has {samples}. Give a COMPRESSOR, a "
-                         "larger area, a smaller PATCH_SIZE or STRIDE, or a lower MIN_VALID_FRACTION.")
-    if components < request.dimensions:
-        reporter.warning(f"DIMENSIONS={request.dimensions} capped to {components}: PCA on {samples} valid "
-                         f"patches of width {width} has at most {components} components.")
-    model_bytes, summary = fit_pca(features, components, layout)
-    reporter.info(f"PCA fitted on {samples} valid patches: {components} components explain "
-                  f"{100 * summary['explained_variance_ratio_total']:.1f} % of the variance.")
-    return OnnxCompressor(model_bytes, "PCA fitted on this run", device), summary
+    """Return the compressor of the embedding model, the given file, or PCA fitted on ``features``."""
+    return select_compressor(model, compressor, request.compressor_path, request.dimensions, features, layout,
+                             device, reporter)
 
 
 def _write_outputs(output_path: Path, table_path: Path | None, patches: PatchGrid, valid_indices: list[int],

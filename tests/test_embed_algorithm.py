@@ -165,7 +165,7 @@ class TestMissingSeasonsAndNodata:
 
 
 class CancelAfter:
-    """Feedback that asks to cancel once progress passes a threshold."""
+    """Feedback that cancels the run once progress passes a threshold."""
 
     def __init__(self, threshold: float) -> None:
         from qgis.core import QgsProcessingFeedback

@@ -7,7 +7,7 @@ resize to the model's input size. torch is imported inside the functions that
 need it, so this module imports without torch.
 """
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -255,6 +255,44 @@ class PretrainedEncoder(Encoder):
         """Return the settings that define the output (resolved S2 level, random weights)."""
         level = self._s2_level if self._s2_level is not None else self._s2_level_setting
         return {"s2_level": level, "random_weights": self.random_weights}
+
+    def prepare(self, sensors_present: Collection[Sensor], reporter: Reporter) -> None:
+        """Check the sensors of the run and decide the Sentinel-2 level before any patch is read.
+
+        Raises:
+            InputError: If Sentinel-1 (when needed) or any Sentinel-2 level is missing.
+        """
+        self.reporter = reporter
+        present = set(sensors_present)
+        if self.required_s1 and Sensor.S1 not in present:
+            raise InputError(
+                f"{self.title} needs {_SENSOR_TITLES[Sensor.S1]}, but no S1 layer was given; add S1 "
+                f"layers or remove '{self.card.name}' from ENCODERS."
+            )
+        if self._s2_level is not None:
+            wanted = _LEVEL_SENSORS[self._s2_level]
+            if wanted not in present:
+                raise InputError(
+                    f"{self.title} is set to read {_SENSOR_TITLES[wanted]}, but no such layer was given; "
+                    f"add those layers or remove '{self.card.name}' from ENCODERS."
+                )
+            return
+        preferred = self.preferred_s2_level
+        other = "l2a" if preferred == "l1c" else "l1c"
+        if _LEVEL_SENSORS[preferred] in present:
+            self._s2_level = preferred
+            reporter.info(f"{self.title}: reads Sentinel-2 {preferred.upper()}.")
+        elif _LEVEL_SENSORS[other] in present:
+            self._s2_level = other
+            reporter.warning(
+                f"{self.title}: Sentinel-2 {preferred.upper()} is absent, so it reads {other.upper()} "
+                f"instead; its bands and normalisation constants follow {other.upper()}."
+            )
+        else:
+            raise InputError(
+                f"{self.title} needs Sentinel-2 (L1C or L2A), but no S2 layer was given; add those "
+                f"layers or remove '{self.card.name}' from ENCODERS."
+            )
 
     def preferred_batch_size(self) -> int:
         """Return a batch size that keeps a large ViT within memory on this device."""

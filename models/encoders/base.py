@@ -9,12 +9,13 @@ zero after normalisation (the band's mean), resizes and pools.
 """
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ...errors import InputError
 from ...raster.bands import Sensor
 from ...reporting import Reporter
 
@@ -141,6 +142,22 @@ class Encoder(ABC):
     def preferred_batch_size(self) -> int:
         """Return the number of patches per :meth:`encode` call on this device."""
         return 8
+
+    def prepare(self, sensors_present: Collection[Sensor], reporter: Reporter) -> None:
+        """Check, before any patch is read, that the run provides the sensors this encoder needs.
+
+        Encoders that can read either Sentinel-2 level override this to pick
+        one and report the choice.
+
+        Raises:
+            InputError: Naming this encoder and the missing sensors.
+        """
+        missing = sorted(sensor.value for sensor in self.card.required_sensors if sensor not in sensors_present)
+        if missing:
+            raise InputError(
+                f"ENCODERS: {self.card.name} needs {', '.join(missing)} layers, but none were given. "
+                f"Add them or remove {self.card.name} from ENCODERS."
+            )
 
     @abstractmethod
     def encode(self, stack: np.ndarray, seasons_present: Sequence[bool]) -> np.ndarray:

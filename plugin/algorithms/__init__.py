@@ -4,8 +4,12 @@
 def algorithm_classes() -> list[type]:
     """Return the algorithm classes the provider registers, in Toolbox order."""
     from .applyprobe import ApplyProbeAlgorithm
+    from .checksubmission import CheckSubmissionAlgorithm
+    from .downloadweights import DownloadWeightsAlgorithm
     from .embed import EmbedAlgorithm
+    from .embedssl4eo import EmbedSsl4eoAlgorithm
     from .traincompressor import TrainCompressorAlgorithm
     from .trainprobe import TrainProbeAlgorithm
 
-    return [EmbedAlgorithm, TrainCompressorAlgorithm, TrainProbeAlgorithm, ApplyProbeAlgorithm]
+    return [EmbedAlgorithm, EmbedSsl4eoAlgorithm, CheckSubmissionAlgorithm, TrainCompressorAlgorithm,
+            TrainProbeAlgorithm, ApplyProbeAlgorithm, DownloadWeightsAlgorithm]

@@ -25,6 +25,7 @@ from ...raster.grid import Bounds
 from ...raster.layers import S2_OFFSET_CHOICES, LayerSpec
 from ..feedback import FeedbackReporter
 from .base import FusedEOAlgorithm, layer_file_path
+from .downloadweights import default_weights_dir
 
 SENSOR_TITLES = {Sensor.S2L2A: "Sentinel-2 L2A", Sensor.S2L1C: "Sentinel-2 L1C", Sensor.S1: "Sentinel-1 GRD"}
 SENSOR_HELP = {
@@ -216,6 +217,7 @@ class EmbedAlgorithm(FusedEOAlgorithm):
             output_features_path=self.parameterAsFileOutput(parameters, self.OUTPUT_FEATURES, context) or None,
             extent=extent,
             extent_crs_wkt=extent_crs,
+            weights_dir=str(default_weights_dir()),
         )
 
         # Cancelling is an outcome, not a failure: the core has removed every partial output.
