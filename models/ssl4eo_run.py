@@ -463,6 +463,9 @@ def _fit_and_write(context: _RunContext, progress: _Progress, pending: PendingOu
                                             unit="samples", remedy="or a dataset folder with more samples")
     compressor.report_providers(reporter)
     embedding_model = build_embedding_model(encoders, compressor, summary)
+    if context.compressor is not None:
+        context.compressor.check_encoder_fingerprint(
+            encoder_fingerprint(embedding_model.encoders, layout, embedding_model.fitted))
     with open(csv_path, "w", newline="") as file:
         writer = csv.writer(file, lineterminator="\n")
         writer.writerow(["id", *(str(index) for index in range(compressor.output_width))])
@@ -556,6 +559,9 @@ def _run_fixed(context: _RunContext) -> Ssl4eoResult:
                                             request.dimensions, None, layout, context.device, reporter)
     compressor.report_providers(reporter)
     embedding_model = build_embedding_model(encoders, compressor, summary)
+    if context.compressor is not None:
+        context.compressor.check_encoder_fingerprint(
+            encoder_fingerprint(embedding_model.encoders, layout, embedding_model.fitted))
     fingerprint = embedding_model.fingerprint
     if context.model is not None and fingerprint != context.model.fingerprint:
         raise LayoutMismatchError("EMBEDDING_MODEL: the rebuilt encoders do not reproduce the model's "

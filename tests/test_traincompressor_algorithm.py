@@ -139,6 +139,20 @@ class TestTrainedCompressor:
             row, col = (int(part) for part in identifier.split("/")[1].split("_"))
             np.testing.assert_allclose(values[:, row, col], expected[row_index], atol=1e-5)
 
+    def test_ssl4eo_with_other_kernels_rejected(self, processing, trained, tmp_path):
+        from make_ssl4eo_fixture import make_fixture
+        from qgis.core import QgsProcessingException
+
+        folder, _, _ = trained
+        make_fixture(tmp_path / "dataset", [LOCATION_B], 16)
+        with pytest.raises(QgsProcessingException, match=r"COMPRESSOR: 'compressor.onnx' was trained on features "
+                                                         r"of fitted encoder parts [0-9a-f]{16}, but this run's "
+                                                         r"encoders have [0-9a-f]{16}"):
+            processing.run("fusedeo:embedssl4eo", {
+                "DATASET_FOLDER": str(tmp_path / "dataset"), "ENCODERS": ["mosaiks"], "DEVICE": "cpu",
+                "COMPRESSOR": str(folder / "compressor.onnx"), "OUTPUT_CSV": str(tmp_path / "out.csv")})
+        assert not (tmp_path / "out.csv").exists()
+
     def test_embed_with_other_kernels_rejected(self, processing, trained, tmp_path):
         from qgis.core import QgsProcessingException
 
