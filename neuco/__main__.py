@@ -24,8 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
             "summary, the phase leaderboard and an HTML report."
         ),
     )
+    # Inputs.
     parser.add_argument("--embeddings-csv", type=Path, required=True, help="CSV with an 'id' column and one column per dimension.")
     parser.add_argument("--labels-folder", type=Path, required=True, help="Folder of <task>__<type>.csv label files.")
+
+    # Probe and splits.
     parser.add_argument(
         "--probe",
         choices=PROBES,
@@ -33,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="neuco: the reference's AdamW-trained linear layer (default); ridge: closed-form ridge, much faster.",
     )
     parser.add_argument("--k-folds", type=int, default=DEFAULT_K_FOLDS, help="Shuffle splits per task (default: %(default)s).")
+
+    # Outputs.
     parser.add_argument("--phase", default="results", help="Group of runs ranked together (default: %(default)s).")
     parser.add_argument("--method-name", help="Name of this run (default: the CSV file name without suffix).")
     parser.add_argument("--output-folder", type=Path, default=Path("results"), help="Root of the results (default: %(default)s).")
@@ -41,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="HTML report of the phase (default: <output-folder>/leaderboards/<phase>/report.html).",
     )
+
+    # Less common options.
     parser.add_argument("--embedding-dim", type=int, help="Zero-pad the embeddings to this width (default: the file's width).")
     parser.add_argument("--exclude-file", type=Path, help="File of ids to leave out, one per line.")
     parser.add_argument("--tasks", help="Comma-separated task names to score (default: every task).")

@@ -30,7 +30,7 @@ from .scores import TaskScore, rank_runs
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    """What to score and how; defaults are NeuCo-Bench's sample configuration.
+    """Settings of an evaluation run; defaults are NeuCo-Bench's sample configuration.
 
     Attributes:
         embeddings_csv: The embeddings CSV.
@@ -71,7 +71,7 @@ class EvaluationConfig:
 
 @dataclass(frozen=True)
 class EvaluationResult:
-    """Where the results went and the scores of the run."""
+    """Paths written by a run and its scores."""
 
     run_folder: Path
     summary_path: Path
@@ -147,18 +147,20 @@ def evaluate(config: EvaluationConfig, reporter: Reporter | None = None) -> Eval
     started = time.perf_counter()
     check_config(config)
     embeddings, tasks = load_tasks(config, reporter)
+    loaded = time.perf_counter()
 
     scores, details = probe_tasks(
         embeddings.values, tasks, config.probe, config.k_folds, config.linear, config.workers, reporter
     )
-    elapsed = time.perf_counter() - started
+    timing = {"read_inputs_s": loaded - started, "probe_s": time.perf_counter() - loaded}
+    reporter.debug(f"Inputs read in {timing['read_inputs_s']:.2f} s, tasks probed in {timing['probe_s']:.2f} s.")
     # The run folder appears only once every task is scored, so a failed or cancelled run leaves nothing.
     run_folder = new_run_folder(Path(config.output_folder), config.phase, method_name(config))
     try:
         for score in scores:
             write_task_result(run_folder, score, details[score.task_name])
         summary_path = write_run_summary(
-            run_folder, run_folder.name, scores, run_config(config), run_details(config, tasks, elapsed)
+            run_folder, run_folder.name, scores, run_config(config), run_details(config, tasks, timing)
         )
     except BaseException:
         shutil.rmtree(run_folder, ignore_errors=True)
@@ -220,8 +222,8 @@ def run_config(config: EvaluationConfig) -> dict[str, Any]:
     }
 
 
-def run_details(config: EvaluationConfig, tasks: list[inputs.TaskData], elapsed_s: float) -> dict[str, Any]:
-    """Return what else the run summary records: inputs, sample counts, version and time."""
+def run_details(config: EvaluationConfig, tasks: list[inputs.TaskData], timing: dict[str, float]) -> dict[str, Any]:
+    """Return what else the run summary records: inputs, sample counts, version and timing."""
     return {
         "fusedeo_version": __version__,
         "embeddings_csv": str(config.embeddings_csv),
@@ -229,7 +231,7 @@ def run_details(config: EvaluationConfig, tasks: list[inputs.TaskData], elapsed_
         "exclude_file": str(config.exclude_file) if config.exclude_file else None,
         "task_samples": {task.name: len(task.rows) for task in tasks},
         "task_types": {task.name: task.task_type for task in tasks},
-        "elapsed_s": round(elapsed_s, 3),
+        "timing": {name: round(seconds, 3) for name, seconds in timing.items()},
     }
 
 

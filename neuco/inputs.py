@@ -6,7 +6,8 @@ The rules are those of NeuCo-Bench (``benchmark/data/embeddings.py`` and
 - Embeddings: a CSV with an ``id`` column. The dimension columns are those
   whose names are all digits, in numeric order; without any, every other
   column is a dimension. ``.zarr.zip`` and then ``.zarr`` are removed from
-  ids. Cells that are not numbers become NaN and NaN becomes 0. Fewer columns
+  ids. Cells that are not numbers become NaN and NaN becomes 0 (here also
+  infinite values, which the reference keeps). Fewer columns
   than the requested embedding dimension are zero-padded on the right.
 - Standardisation: one mean and one standard deviation over all values of
   the rows whose ids have a label in any task (after padding).
@@ -15,11 +16,12 @@ The rules are those of NeuCo-Bench (``benchmark/data/embeddings.py`` and
   files are used, in the order of the label file. Labels are min-max scaled
   to [0, 1] per task.
 
-FusedEO differs where the reference fails or silently misreads: ids are read
-as text (the reference parses an all-numeric id column as integers, which
-drops leading zeros), label ids and excluded ids are stripped like embedding
-ids, NaN labels are skipped like empty ones, and duplicated ids, unknown task
-types and unreadable values are errors that name the file, line and column.
+FusedEO differs where the reference fails or silently misreads. Ids are read
+as text, because the reference parses an all-numeric id column as integers
+and so drops leading zeros. Label ids and excluded ids are stripped like
+embedding ids, and NaN labels are skipped like empty ones. Duplicated ids,
+unknown task types and unreadable values are errors that name the file, line
+and column.
 """
 
 import csv
@@ -254,9 +256,9 @@ def check_embeddings_header(path: Path, embedding_dim: int | None = None) -> tup
     """
     header = read_csv_header(path)
     if ID_COLUMN not in header:
-        shown = ", ".join(header[:8]) + (", …" if len(header) > 8 else "")
+        preview = ", ".join(header[:8]) + (", …" if len(header) > 8 else "")
         raise InputError(
-            f"embeddings CSV {path}: no 'id' column in the header (columns: {shown}); the first line "
+            f"embeddings CSV {path}: no 'id' column in the header (columns: {preview}); the first line "
             "must name an 'id' column and one column per dimension (0, 1, 2, …)."
         )
     columns = embedding_columns(header)
@@ -345,15 +347,18 @@ def _numeric_values(frame, path: Path, reporter: Reporter, pandas) -> np.ndarray
             column = bad.any().idxmax()
             row_label = bad[column].idxmax()
             reporter.warning(
-                f"{path.name}: {int(bad.to_numpy().sum())} cells are not numbers and are read as 0 "
+                f"{path.name}: {int(bad.to_numpy().sum())} cells are not numbers "
                 f"(for example line {row_label + 2}, column '{column}': '{frame.at[row_label, column]}')."
             )
         frame = frame.copy()
         frame[text_columns] = converted
     values = frame.to_numpy(dtype=np.float32)
-    missing = np.isnan(values)
+    # The reference keeps infinite values, which turn every standardised value into NaN.
+    missing = ~np.isfinite(values)
     if missing.any():
-        reporter.warning(f"{path.name}: {int(missing.sum())} empty or NaN cells are read as 0.")
+        reporter.warning(
+            f"{path.name}: {int(missing.sum())} cells are empty, NaN, infinite or not numbers; they are read as 0."
+        )
         values[missing] = 0.0
     return values
 
@@ -434,9 +439,9 @@ def _check_binary(labels: np.ndarray, path: Path, normalized: bool) -> None:
     values = np.unique(labels)
     if np.isin(values, (0.0, 1.0)).all():
         return
-    shown = ", ".join(f"{value:g}" for value in values[:6]) + (", …" if len(values) > 6 else "")
+    preview = ", ".join(f"{value:g}" for value in values[:6]) + (", …" if len(values) > 6 else "")
     scaled = " after min-max scaling" if normalized else ""
     raise InputError(
         f"labels file {path}: a classification task needs labels 0 and 1{scaled}, "
-        f"but it has {len(values)} distinct values ({shown}). Use two classes or name the file __regression.csv."
+        f"but it has {len(values)} distinct values ({preview}). Use two classes or name the file __regression.csv."
     )

@@ -12,12 +12,12 @@ split takes the same number of steps, so this equals training the splits one
 after the other.
 
 The random draws repeat the reference's, from one generator seeded once per
-run: per split, the layer's initial weight and bias, then per epoch one
-64-bit seed drawn by the training loader, the permutation of the training
-rows, one seed drawn by the validation loader and the permutation of the
-held-out rows (torch 2.x ``DataLoader`` behaviour). With the same splits this
-gives the reference's mini-batches and starting weights, so scores differ
-only by floating-point rounding.
+run. Per split, the layer's initial weight and bias are drawn first. Then,
+per epoch, the training loader draws one 64-bit seed and the permutation of
+the training rows, and the validation loader draws one seed and the
+permutation of the held-out rows (``torch.utils.data.DataLoader`` in torch
+2.x). With the same splits this gives the reference's mini-batches and
+starting weights, so the scores differ only by floating-point rounding.
 """
 
 import math
@@ -88,9 +88,9 @@ def draw_initial_state(
     """Draw a task's starting weights and training orders in the reference's order.
 
     Args:
-        generator: torch.Generator seeded once per run and advanced here as
-            the reference advances its global generator; tasks must be drawn
-            one after the other in task-name order.
+        generator: torch.Generator seeded once per run. It is advanced as
+            the reference advances its global generator, so tasks must be
+            drawn one after the other in task-name order.
         fold_count: Number of splits.
         dim: Embedding dimension.
         train_size: Training rows per split.

@@ -1,8 +1,8 @@
 """The HTML report of a phase: a heatmap of Q per run and task, mean-Q bars and the leaderboard table.
 
-The report is one self-contained HTML file; the plots are PNG images drawn on
-matplotlib's Agg canvas (no pyplot, so the QGIS matplotlib backend is left
-alone) and embedded as base64.
+The report is one self-contained HTML file. The plots are PNG images embedded
+as base64, drawn on matplotlib's Agg canvas without pyplot, so the matplotlib
+backend that QGIS uses is left alone.
 """
 
 import base64

@@ -71,12 +71,12 @@ def test_read_embeddings_zero_pads_to_embedding_dim(tmp_path, reporter):
 
 def test_read_embeddings_nan_and_text_cells_become_zero(tmp_path, reporter):
     path = tmp_path / "e.csv"
-    path.write_text("id,0,1,2\na,1.0,,nan\nb,abc,2.0,3.0\n")
-    embeddings = inputs.read_embeddings(path, {"a", "b"}, reporter)
-    np.testing.assert_array_equal(embeddings.values, [[1, 0, 0], [0, 2, 3]])
+    path.write_text("id,0,1,2\na,1.0,,nan\nb,abc,2.0,3.0\nc,inf,4.0,5.0\n")
+    embeddings = inputs.read_embeddings(path, {"a", "b", "c"}, reporter)
+    np.testing.assert_array_equal(embeddings.values, [[1, 0, 0], [0, 2, 3], [0, 4, 5]])
     warnings = [text for level, text in reporter.messages if level == "warning"]
     assert any("1 cells are not numbers" in text and "'abc'" in text for text in warnings)
-    assert any("empty or NaN cells are read as 0" in text for text in warnings)
+    assert any("4 cells are empty, NaN, infinite or not numbers; they are read as 0" in text for text in warnings)
 
 
 def test_read_embeddings_exclude_ids(tmp_path, reporter):
@@ -87,7 +87,7 @@ def test_read_embeddings_exclude_ids(tmp_path, reporter):
     assert embeddings.ids == ["a", "c"]
 
 
-def test_standardize_uses_one_mean_and_std_over_all_values():
+def test_standardize_uses_global_statistics():
     values = np.array([[0.0, 10.0], [2.0, 20.0]], dtype=np.float32)
     standardized, mean, std = inputs.standardize(values)
     assert mean == pytest.approx(8.0)

@@ -64,7 +64,7 @@ def test_rank_runs_hand_computed_example():
     assert leaderboard.rows[2].task_ranks == {"t1": 2, "t2": 3}
 
 
-def test_rank_runs_drops_runs_with_missing_or_nan_task():
+def test_rank_runs_drops_incomplete_runs():
     runs = [
         scores.RunScores("full", {"t1": 1.0, "t2": 2.0}),
         scores.RunScores("partial", {"t1": 5.0}),
@@ -131,3 +131,15 @@ def test_new_run_folder_never_reuses_a_folder(tmp_path):
 def test_phase_name_rejected(name):
     with pytest.raises(InputError, match="PHASE"):
         results.check_folder_name(name, "PHASE")
+
+
+def test_task_normalised_scores_per_column():
+    from fusedeo.neuco.report import task_normalised_scores
+
+    q_table = np.array([[10.0, 3.0, 1.0], [20.0, 3.0, np.nan], [15.0, 3.0, 5.0]])
+    normalised = task_normalised_scores(q_table)
+    np.testing.assert_allclose(normalised[:, 0], [0.0, 1.0, 0.5])
+    np.testing.assert_allclose(normalised[:, 1], [0.5, 0.5, 0.5])
+    assert normalised[0, 2] == 0.0
+    assert np.isnan(normalised[1, 2])
+    assert normalised[2, 2] == 1.0

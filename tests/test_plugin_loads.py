@@ -28,7 +28,7 @@ def test_class_factory_registers_provider(qgis_app, qgis_iface):
         provider = QgsApplication.processingRegistry().providerById("fusedeo")
         assert provider is not None
         ids = {algorithm.id() for algorithm in provider.algorithms()}
-        assert {"fusedeo:embed", "fusedeo:trainprobe", "fusedeo:applyprobe"} <= ids
+        assert {"fusedeo:embed", "fusedeo:trainprobe", "fusedeo:applyprobe", "fusedeo:evaluate"} <= ids
     finally:
         plugin.unload()
     assert QgsApplication.processingRegistry().providerById("fusedeo") is None
