@@ -33,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--probe",
         choices=PROBES,
         default="neuco",
-        help="neuco: the reference's AdamW-trained linear layer (default); ridge: closed-form ridge, much faster.",
+        help=(
+            "neuco: the reference's AdamW-trained linear layer, whose scores match NeuCo-Bench (default); "
+            "ridge: closed-form ridge, faster, with scores of its own."
+        ),
     )
     parser.add_argument("--k-folds", type=int, default=DEFAULT_K_FOLDS, help="Shuffle splits per task (default: %(default)s).")
 

@@ -117,8 +117,17 @@ def draw_initial_state(
     return InitialState(weights, orders)
 
 
+def probe_inputs(features: np.ndarray):  # noqa: ANN201 (torch.Tensor)
+    """Return the task's embeddings with a column of ones appended, ``(samples, dim + 1)`` float32.
+
+    The ones column carries the bias, so one product gives weight·x + bias.
+    """
+    torch = import_optional("torch", "training the neuco probe")
+    return torch.cat([torch.from_numpy(features), torch.ones(len(features), 1)], dim=1)
+
+
 def train_linear_probes(
-    features: np.ndarray,
+    inputs: Any,
     labels: np.ndarray,
     task_type: str,
     train_rows: np.ndarray,
@@ -131,7 +140,8 @@ def train_linear_probes(
     """Train one linear probe per split and score each by its best epoch.
 
     Args:
-        features: Standardised embeddings of the task's samples ``(samples, dim)``.
+        inputs: The task's standardised embeddings from :func:`probe_inputs`
+            ``(samples, dim + 1)``; several threads may share them.
         labels: Targets ``(samples,)``: normalised values, or 0 and 1.
         task_type: ``"regression"`` (MSE loss, R²) or ``"classification"``
             (BCE-with-logits loss, F1 at logit > 0).
@@ -152,8 +162,6 @@ def train_linear_probes(
     weights = initial_state.weights.clone()
     orders = initial_state.orders
 
-    # A column of ones carries the bias, so one product gives weight·x + bias.
-    inputs = torch.cat([torch.from_numpy(features), torch.ones(len(features), 1)], dim=1)
     targets = torch.from_numpy(labels.astype(np.float32))
     train_index = torch.from_numpy(train_rows)
     test_index = torch.from_numpy(test_rows)

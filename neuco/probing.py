@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import import_optional
 from ..reporting import Reporter
 from .inputs import TaskData
-from .linear_probe import FoldResults, LinearProbeSettings, draw_initial_state, train_linear_probes
+from .linear_probe import FoldResults, LinearProbeSettings, draw_initial_state, probe_inputs, train_linear_probes
 from .protocol import SEED, shuffle_splits
 from .ridge_probe import RELATIVE_ALPHAS, fit_ridge_splits
 from .scores import TaskScore
@@ -31,10 +31,10 @@ def probe_tasks(
 ) -> tuple[list[TaskScore], TaskDetails]:
     """Probe every task, using ``workers`` CPU threads.
 
-    Work runs on Python threads with one torch thread each (torch releases
-    the GIL in its kernels). The ``neuco`` probe splits the splits of a task
-    into one group per worker, so the workers share the task's embeddings in
-    the CPU cache; the ``ridge`` probe runs one group of tasks per worker.
+    Work runs on Python threads with one torch thread each, because torch
+    releases the GIL in its kernels. The ``neuco`` probe gives each worker one
+    group of a task's splits, so the workers share the task's embeddings in
+    the CPU cache. The ``ridge`` probe runs one group of tasks per worker.
     On a busy machine this is much faster than torch's own threads, whose
     synchronisation at every small operation stalls when a core is taken.
 
@@ -100,6 +100,7 @@ def _probe_neuco(
     parts = [part for part in np.array_split(np.arange(k_folds), workers) if len(part)]
     groups = [slice(int(part[0]), int(part[-1]) + 1) for part in parts]
     progress = _Progress(reporter, len(tasks) * linear.epochs * len(groups))
+    shared_inputs = _SharedInputs(values, len(groups))
     futures: list[Future] = []
     for task in tasks:
         train_rows, test_rows = shuffle_splits(len(task.rows), k_folds)
@@ -107,7 +108,7 @@ def _probe_neuco(
         state = draw_initial_state(generator, k_folds, values.shape[1], train_rows.shape[1], test_rows.shape[1], linear)
         futures += [
             executor.submit(
-                _train_group, values, task, train_rows[group], test_rows[group], state.select(group),
+                _train_group, shared_inputs, task, train_rows[group], test_rows[group], state.select(group),
                 linear, reporter, progress,
             )
             for group in groups
@@ -129,7 +130,7 @@ def _probe_neuco(
 
 
 def _train_group(
-    values: np.ndarray,
+    shared_inputs: "_SharedInputs",
     task: TaskData,
     train_rows: np.ndarray,
     test_rows: np.ndarray,
@@ -140,12 +141,46 @@ def _train_group(
 ) -> FoldResults:
     """Train one group of a task's splits (runs on a worker thread)."""
     started = time.perf_counter()
-    result = train_linear_probes(
-        values[task.rows], task.labels, task.task_type, train_rows, test_rows, state, reporter, linear,
-        on_epoch=progress.advance,
-    )
+    try:
+        result = train_linear_probes(
+            shared_inputs.acquire(task), task.labels, task.task_type, train_rows, test_rows, state, reporter,
+            linear, on_epoch=progress.advance,
+        )
+    finally:
+        shared_inputs.release(task)
     reporter.debug(f"{task.name}: {len(train_rows)} splits trained in {time.perf_counter() - started:.2f} s.")
     return result
+
+
+class _SharedInputs:
+    """A task's probe inputs, built once for all its groups of splits and freed after the last one.
+
+    Groups of the same task then read one copy of the embeddings, which
+    keeps the CPU cache for one task matrix instead of one per thread.
+    """
+
+    def __init__(self, values: np.ndarray, groups_per_task: int) -> None:
+        """Build inputs from rows of ``values`` for ``groups_per_task`` users each."""
+        self._values = values
+        self._groups_per_task = groups_per_task
+        self._inputs: dict[str, Any] = {}
+        self._users: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, task: TaskData) -> Any:
+        """Return the task's inputs, building them on first use."""
+        with self._lock:
+            if task.name not in self._inputs:
+                self._inputs[task.name] = probe_inputs(self._values[task.rows])
+                self._users[task.name] = self._groups_per_task
+            return self._inputs[task.name]
+
+    def release(self, task: TaskData) -> None:
+        """Count one group of the task as finished; free the inputs after the last."""
+        with self._lock:
+            self._users[task.name] -= 1
+            if self._users[task.name] == 0:
+                del self._inputs[task.name]
 
 
 def _probe_ridge(

@@ -62,6 +62,7 @@ def write_report(path: Path, phase: str, runs: list[RunScores], leaderboard: Lea
     sections = [
         f"<h1>NeuCo-Bench report: phase {html.escape(phase)}</h1>",
         _introduction(len(ordered), len(tasks), leaderboard),
+        _mixed_probe_warning(runs),
     ]
     if ordered and tasks:
         sections.append("<h2>Q per task</h2>")
@@ -92,6 +93,18 @@ def _introduction(run_count: int, task_count: int, leaderboard: Leaderboard) -> 
         "colour is Q scaled per task from the lowest run (red) to the highest (green). Runs are ranked per "
         "task by Q; the weighted score sums these ranks with task weights proportional to the spread of Q "
         "across runs, and the aggregated rank orders the weighted scores (lower is better).</p>"
+    )
+
+
+def _mixed_probe_warning(runs: list[RunScores]) -> str:
+    """Return a warning paragraph if the phase mixes probes whose scores are not comparable, else ''."""
+    # NeuCo-Bench's "linear" probe and FusedEO's "neuco" probe give the same scores.
+    families = sorted({"neuco" if run.probe in ("linear", "neuco") else run.probe for run in runs if run.probe})
+    if len(families) < 2:
+        return ""
+    return (
+        f"<p><b>This phase mixes probes ({', '.join(html.escape(family) for family in families)}).</b> "
+        "Scores of different probes are not comparable, so rank runs of one probe per phase.</p>"
     )
 
 
@@ -167,7 +180,7 @@ def _leaderboard_table(runs: list[RunScores], tasks: list[str], leaderboard: Lea
     """Render every run with its rank, scores and per-task Q as an HTML table."""
     rows_by_name = {row.experiment: row for row in leaderboard.rows}
     header = (
-        "<tr><th>Aggregated rank</th><th>Experiment</th><th>Mean Q</th><th>Weighted score</th>"
+        "<tr><th>Aggregated rank</th><th>Experiment</th><th>Probe</th><th>Mean Q</th><th>Weighted score</th>"
         "<th>Mean R² / F1</th>"
         + "".join(
             f"<th>{html.escape(task)}<br><small>weight {leaderboard.weights.get(task, math.nan):.3f}</small></th>"
@@ -181,6 +194,7 @@ def _leaderboard_table(runs: list[RunScores], tasks: list[str], leaderboard: Lea
         cells = [
             str(ranked.aggregated_rank) if ranked else "–",
             html.escape(run.experiment),
+            html.escape(run.probe) or "–",
             _number(run.overall_q),
             _number(ranked.weighted_score, 3) if ranked else "–",
             _number(run.overall_mean, 3),

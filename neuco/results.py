@@ -120,6 +120,7 @@ def read_phase_runs(output_folder: Path, phase: str, reporter: Reporter) -> list
                     experiment=str(content.get("experiment", summary.parent.name)),
                     task_q={task: _as_float(value) for task, value in task_q.items()},
                     task_mean={task: _as_float(value) for task, value in content.get("task_acc_scores", {}).items()},
+                    probe=str((content.get("config") or {}).get("probe_type", "")),
                 )
             )
         except (OSError, ValueError, TypeError, AttributeError) as err:

@@ -54,11 +54,12 @@ def _nan_statistic(function, values: np.ndarray) -> float:  # noqa: ANN001 (nump
 
 @dataclass(frozen=True)
 class RunScores:
-    """The per-task scores of one run, as stored in its run summary."""
+    """Per-task scores of one run, as stored in its run summary."""
 
     experiment: str
     task_q: dict[str, float]
     task_mean: dict[str, float] = field(default_factory=dict)
+    probe: str = ""  # "neuco" or "ridge"; NeuCo-Bench's own runs store "linear" or "svm"
 
     @property
     def overall_q(self) -> float:
@@ -103,8 +104,8 @@ def rank_runs(runs: list[RunScores]) -> Leaderboard:
     1. Runs missing a task that another run has, or with a NaN Q, are left out.
     2. Per task, runs are ranked by Q, highest first; ties share the lowest rank.
     3. Task weights are the standard deviations (ddof 1) of Q across runs,
-       divided by their sum; with one run, or if every task has the same Q in
-       every run, the weights are equal (the reference gives NaN there).
+       divided by their sum. With one run, or if every task has the same Q in
+       every run, the weights are equal; the reference gives NaN there.
     4. The weighted score is the sum of rank times weight, and the
        aggregated rank ranks the weighted scores, lowest first.
     """

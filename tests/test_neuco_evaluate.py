@@ -85,6 +85,11 @@ def test_evaluate_second_run_is_ranked_in_the_phase(tmp_path, benchmark_files):
     assert len(rows) == 2
     # Identical embeddings give identical Q, so both runs share rank 1.
     assert {row["aggregated_rank"] for row in rows} == {"1"}
+    assert "mixes probes" not in result.report_path.read_text()
+
+    config = EvaluationConfig(csv_path, labels, tmp_path / "out", k_folds=3, method_name="third")
+    result = evaluate(config, LoggingReporter("test"))
+    assert "This phase mixes probes (neuco, ridge)" in result.report_path.read_text()
 
 
 def test_evaluate_unknown_task_in_filter(tmp_path, benchmark_files):

@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import DataLoader, SubsetRandomSampler, TensorDataset
 
 from fusedeo.neuco import protocol
-from fusedeo.neuco.linear_probe import draw_initial_state, train_linear_probes
+from fusedeo.neuco.linear_probe import draw_initial_state, probe_inputs, train_linear_probes
 from fusedeo.neuco.ridge_probe import RELATIVE_ALPHAS, fit_ridge_splits
 from fusedeo.reporting import LoggingReporter
 
@@ -91,7 +91,7 @@ def test_batched_probe_matches_training_each_split_alone(task_type):
     train, test = protocol.shuffle_splits(len(labels), 5)
     generator = torch.Generator().manual_seed(protocol.SEED)
     state = draw_initial_state(generator, 5, features.shape[1], train.shape[1], test.shape[1])
-    result = train_linear_probes(features, labels, task_type, train, test, state, LoggingReporter("test"))
+    result = train_linear_probes(probe_inputs(features), labels, task_type, train, test, state, LoggingReporter("test"))
     expected = _reference_style_scores(features, labels, task_type, train, test)
     np.testing.assert_allclose(result.scores, expected, rtol=1e-4, atol=1e-5)
     assert result.epoch_scores.shape == (10, 5)
@@ -105,7 +105,7 @@ def test_batched_probe_is_deterministic():
     for _ in range(2):
         generator = torch.Generator().manual_seed(protocol.SEED)
         state = draw_initial_state(generator, 4, features.shape[1], train.shape[1], test.shape[1])
-        runs.append(train_linear_probes(features, labels, "regression", train, test, state, LoggingReporter("t")))
+        runs.append(train_linear_probes(probe_inputs(features), labels, "regression", train, test, state, LoggingReporter("t")))
     np.testing.assert_array_equal(runs[0].scores, runs[1].scores)
     np.testing.assert_array_equal(runs[0].epoch_scores, runs[1].epoch_scores)
 

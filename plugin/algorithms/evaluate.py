@@ -62,8 +62,8 @@ class EvaluateAlgorithm(FusedEOAlgorithm):
         "<output folder>/leaderboards/<phase>/leaderboard.csv, and an HTML report shows Q per run and task, "
         "the mean Q per run and the leaderboard. The neuco probe repeats the reference training (AdamW, 10 "
         "epochs, batch 64, best epoch per split) with all splits of a task trained as one batched model and "
-        "matches the reference's scores; the ridge probe fits closed-form ridge models and is several times "
-        "faster, but its scores are not the reference's."
+        "matches the reference's scores. The ridge probe fits closed-form ridge models instead; it takes about half "
+        "the probing time, but its scores are its own and cannot be compared with neuco runs."
     )
     PARAMETER_HELP = {
         EMBEDDINGS_CSV: (
