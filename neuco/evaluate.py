@@ -96,7 +96,7 @@ def check_config(config: EvaluationConfig) -> None:
         raise InputError(
             f"EMBEDDING_DIM: {config.embedding_dim} is not a valid width; give a positive number or leave it empty."
         )
-    check_folder_name(config.phase, "PHASE")
+    check_folder_name(config.phase, "PHASE", reserved=(LEADERBOARD_FOLDER,))
     check_folder_name(method_name(config), "METHOD_NAME")
     if config.workers is not None and config.workers < 1:
         raise InputError(f"workers: {config.workers} is not valid; use at least 1.")

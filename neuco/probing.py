@@ -64,25 +64,20 @@ def probe_tasks(
     torch.set_num_threads(1)
     try:
         with ThreadPoolExecutor(max_workers=workers) as executor:
-            if probe == "neuco":
-                scores, details = _probe_neuco(values, tasks, k_folds, linear, workers, stoppable, executor)
-            else:
-                scores, details = _probe_ridge(values, tasks, k_folds, stoppable, executor)
+            try:
+                if probe == "neuco":
+                    scores, details = _probe_neuco(values, tasks, k_folds, linear, workers, stoppable, executor)
+                else:
+                    scores, details = _probe_ridge(values, tasks, k_folds, stoppable, executor)
+            except BaseException:
+                # A failed job or Ctrl-C drops the queued jobs and stops the running ones
+                # at their next cancellation check.
+                stoppable.stop()
+                executor.shutdown(wait=False, cancel_futures=True)
+                raise
     finally:
         torch.set_num_threads(previous_threads)
     return sorted(scores, key=lambda score: score.task_name), details
-
-
-def _wait(futures: list[Future], stoppable: "_StoppableReporter") -> list[Any]:
-    """Return the futures' results in order; on a failure stop all of them and re-raise."""
-    try:
-        return [future.result() for future in futures]
-    except BaseException:
-        # A failed job or Ctrl-C stops running jobs at their next cancellation check.
-        stoppable.stop()
-        for future in futures:
-            future.cancel()
-        raise
 
 
 def _probe_neuco(
@@ -113,7 +108,7 @@ def _probe_neuco(
             )
             for group in groups
         ]
-    results = _wait(futures, reporter)
+    results = [future.result() for future in futures]
 
     scores, details = [], {}
     for index, task in enumerate(tasks):
@@ -203,7 +198,7 @@ def _probe_ridge(
     futures = [executor.submit(_fit_ridge_group, values, group, k_folds, reporter, progress) for group in groups]
 
     scores, details = [], {}
-    for group, results in zip(groups, _wait(futures, reporter), strict=True):
+    for group, results in zip(groups, [future.result() for future in futures], strict=True):
         for task, result in zip(group, results, strict=True):
             scores.append(TaskScore(task.name, task.task_type, result.scores))
             details[task.name] = {

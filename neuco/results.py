@@ -26,14 +26,14 @@ SUMMARY_FILE = "results_summary.json"
 LEADERBOARD_FOLDER = "leaderboards"
 
 
-def check_folder_name(value: str, parameter_name: str) -> str:
-    """Return ``value`` if it can name one folder, else raise InputError."""
+def check_folder_name(value: str, parameter_name: str, reserved: tuple[str, ...] = ()) -> str:
+    """Return ``value`` if it can name one folder and is not ``reserved``, else raise InputError."""
     if not value or value in (".", "..") or any(character in value for character in '/\\:*?"<>|'):
         raise InputError(
             f"{parameter_name}: '{value}' cannot be used as a folder name; use letters, digits, '-', '_' or '.'."
         )
-    if parameter_name == "PHASE" and value == LEADERBOARD_FOLDER:
-        raise InputError(f"PHASE: '{LEADERBOARD_FOLDER}' is reserved for the leaderboard files; choose another name.")
+    if value in reserved:
+        raise InputError(f"{parameter_name}: '{value}' is reserved for other files; choose another name.")
     return value
 
 

@@ -130,7 +130,7 @@ def test_new_run_folder_never_reuses_a_folder(tmp_path):
 @pytest.mark.parametrize("name", ["", "..", "a/b", "leaderboards"])
 def test_phase_name_rejected(name):
     with pytest.raises(InputError, match="PHASE"):
-        results.check_folder_name(name, "PHASE")
+        results.check_folder_name(name, "PHASE", reserved=(results.LEADERBOARD_FOLDER,))
 
 
 def test_task_normalised_scores_per_column():
