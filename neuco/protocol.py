@@ -59,6 +59,11 @@ def f1_scores(targets: np.ndarray, logits: np.ndarray) -> np.ndarray:
 
     A fold with no positive target and no positive prediction scores 0, as
     in torchmetrics and scikit-learn.
+
+    NOTE: the reference scores with torchmetrics' ``BinaryF1Score``, which
+    applies a sigmoid only when some prediction lies outside [0, 1]. When all
+    held-out logits of a split lie in [0, 1] it thresholds them at 0.5, not
+    at 0, so that rare split can score differently here.
     """
     predicted = logits > 0
     actual = targets > 0.5
