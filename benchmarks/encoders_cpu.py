@@ -93,6 +93,11 @@ def benchmark_encoder(name: str, stacks: np.ndarray, peak: float, repeats: int) 
     build_s = time.perf_counter() - started
 
     one = batch_of(stacks, 1)
+    # FlopCounterMode tracks modules with autograd hooks, which fail on weights
+    # that require grad inside the encoders' inference_mode (Copernicus-FM).
+    model = getattr(encoder, "model", None)
+    if model is not None:
+        model.requires_grad_(False)
     counter = FlopCounterMode(display=False)
     with counter:
         encoder.encode(one, [True] * one.shape[1])

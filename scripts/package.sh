@@ -11,7 +11,7 @@ archive="dist/fusedeo-$version.zip"
 rm -f "$archive"
 paths=()
 for path in metadata.txt __init__.py errors.py reporting.py plugin models raster neuco resources README.md LICENSE; do
-    if [ -n "$(git ls-files -- "$path")" ]; then paths+=("$path"); fi
+    if [ -n "$(git ls-tree -r --name-only HEAD -- "$path")" ]; then paths+=("$path"); fi
 done
 git archive --format=zip --prefix=fusedeo/ -o "$archive" HEAD -- "${paths[@]}"
 echo "package: $root/$archive"

@@ -8,8 +8,9 @@ def algorithm_classes() -> list[type]:
     from .downloadweights import DownloadWeightsAlgorithm
     from .embed import EmbedAlgorithm
     from .embedssl4eo import EmbedSsl4eoAlgorithm
+    from .evaluate import EvaluateAlgorithm
     from .traincompressor import TrainCompressorAlgorithm
     from .trainprobe import TrainProbeAlgorithm
 
     return [EmbedAlgorithm, EmbedSsl4eoAlgorithm, CheckSubmissionAlgorithm, TrainCompressorAlgorithm,
-            TrainProbeAlgorithm, ApplyProbeAlgorithm, DownloadWeightsAlgorithm]
+            TrainProbeAlgorithm, ApplyProbeAlgorithm, EvaluateAlgorithm, DownloadWeightsAlgorithm]
