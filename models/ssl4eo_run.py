@@ -158,9 +158,6 @@ def check_request(request: Ssl4eoRequest) -> None:
         raise InputError(f"S2_OFFSET: '{request.s2_offset}' is not valid for a dataset folder; expected "
                          f"{' or '.join(SSL4EO_OFFSET_CHOICES)} (without_offset for SSL4EO-S12-downstream "
                          "and the challenge data, with_offset for SSL4EO-S12 v1.1).")
-    if request.compressor_path and request.embedding_model_path:
-        raise InputError("COMPRESSOR and EMBEDDING_MODEL are both set; an embedding model already contains "
-                         "its compressor. Leave COMPRESSOR empty.")
     if not request.output_csv.lower().endswith(".csv"):
         raise InputError(f"OUTPUT_CSV: '{request.output_csv}' does not end in .csv; NeuCo-Bench reads CSV files.")
 
@@ -563,7 +560,10 @@ def _run_fixed(context: _RunContext) -> Ssl4eoResult:
         context.compressor.check_encoder_fingerprint(
             encoder_fingerprint(embedding_model.encoders, layout, embedding_model.fitted))
     fingerprint = embedding_model.fingerprint
-    if context.model is not None and fingerprint != context.model.fingerprint:
+    # Compare the encoder side only: a COMPRESSOR file replaces the model's compressor.
+    model = context.model
+    if model is not None and encoder_fingerprint(embedding_model.encoders, layout, embedding_model.fitted) != \
+            encoder_fingerprint(model.encoders, model.layout, model.fitted):
         raise LayoutMismatchError("EMBEDDING_MODEL: the rebuilt encoders do not reproduce the model's "
                                   "fingerprint; the file may come from another FusedEO version.")
     csv_path = Path(request.output_csv)

@@ -428,17 +428,24 @@ class TestCheckSubmission:
 
 
 class TestBadParameters:
-    def test_model_and_compressor_rejected(self, exact_dataset, embed_space, tmp_path):
-        from fusedeo.errors import InputError
+    def test_compressor_replaces_model_compressor(self, exact_dataset, embed_space, tmp_path):
+        import zipfile
+
         from fusedeo.models.ssl4eo_run import Ssl4eoRequest
         from fusedeo.models.ssl4eo_run import run_ssl4eo as run
         from fusedeo.reporting import LoggingReporter
 
         _, model = embed_space
-        request = Ssl4eoRequest(str(exact_dataset), ["mosaiks"], str(tmp_path / "x.csv"), device="cpu",
-                                embedding_model_path=str(model), compressor_path=str(tmp_path / "c.onnx"))
-        with pytest.raises(InputError, match="COMPRESSOR and EMBEDDING_MODEL are both set"):
-            run(request, LoggingReporter())
+        compressor = tmp_path / "same.onnx"
+        with zipfile.ZipFile(model) as archive:
+            compressor.write_bytes(archive.read("compressor.onnx"))
+        alone = Ssl4eoRequest(str(exact_dataset), ["mosaiks"], str(tmp_path / "model.csv"), device="cpu",
+                              embedding_model_path=str(model))
+        both = Ssl4eoRequest(str(exact_dataset), ["mosaiks"], str(tmp_path / "both.csv"), device="cpu",
+                             embedding_model_path=str(model), compressor_path=str(compressor))
+        run(alone, LoggingReporter())
+        run(both, LoggingReporter())
+        assert (tmp_path / "both.csv").read_text() == (tmp_path / "model.csv").read_text()
 
     def test_auto_offset_rejected(self, exact_dataset, tmp_path):
         from fusedeo.errors import InputError
