@@ -384,14 +384,22 @@ def _build_encoders(request: EmbedRequest, model: EmbeddingModel | None, stack: 
                         for band in SENSOR_BANDS[item.layer.spec.sensor]}
             absent = [name for name in channels if name not in provided]
             if absent:
-                reporter.warning(f"{encoder.card.name}: channels {', '.join(absent)} of the embedding model are "
-                                 "not in this run's layers; they are filled with zeros after normalisation.")
+                sentence = (f"{encoder.card.name}: channels {', '.join(absent)} of the embedding model are not in "
+                            "this run's layers; they are filled with zeros after normalisation.")
+                stack.decisions.append(sentence)
+                reporter.warning(sentence)
     return encoders
 
 
 def _summary(request: EmbedRequest, stack: SeasonStack, patches: PatchGrid, encoders: Sequence[Encoder],
              reporter: Reporter) -> None:
     """Report what the run is about to do."""
+    if request.stride_px > request.patch_size_px:
+        sentence = (f"STRIDE={request.stride_px} px is larger than PATCH_SIZE={request.patch_size_px} px: only "
+                    f"{100 * (request.patch_size_px / request.stride_px) ** 2:.0f} % of the area is encoded, and "
+                    "each output pixel describes only its top-left patch.")
+        stack.decisions.append(sentence)
+        reporter.warning(sentence)
     for season_index, season in enumerate(SEASONS):
         sensors = [item.layer.spec.sensor.value for item in stack.layers if item.season_index == season_index]
         reporter.info(f"Season {season}: {', '.join(sensors) if sensors else 'no layer'}.")
@@ -439,6 +447,13 @@ def run_embedding(request: EmbedRequest, reporter: Reporter) -> EmbedResult:
                                reporter, request.extent, request.extent_crs_wkt)
     patches = PatchGrid(stack.grid, request.patch_size_px, request.stride_px)
     encoders = _build_encoders(request, model, stack, device, reporter)
+    if (compressor is not None and model is None and "fusedeo_encoder_fingerprint" in compressor.metadata
+            and any(encoder.needs_fit for encoder in encoders)):
+        raise LayoutMismatchError(
+            f"COMPRESSOR: '{compressor.source}' was trained on features of fitted encoder parts "
+            f"{compressor.metadata['fusedeo_encoder_fingerprint'][:16]}, but this run would draw new mosaiks "
+            "kernels. Set EMBEDDING_MODEL to the embedding model whose feature stores trained the compressor."
+        )
     _summary(request, stack, patches, encoders, reporter)
     progress = _Progress(reporter)
     pending = PendingOutputs()
@@ -486,6 +501,11 @@ def _run(request: EmbedRequest, stack: SeasonStack, patches: PatchGrid, encoders
     sampler = _make_sampler(stack, patches, valid_indices)
     fit_encoders(encoders, sampler, reporter)
     progress.update(10, 15, 1, 1)
+    if compressor is not None:
+        # Checked before encoding, which can take hours with foundation models on a CPU.
+        settings = [{"name": encoder.card.name, "settings": encoder.settings()} for encoder in encoders]
+        fitted = {encoder.card.name: encoder.fitted_arrays() for encoder in encoders if encoder.fitted_arrays()}
+        compressor.check_encoder_fingerprint(encoder_fingerprint(settings, fused_layout(encoders), fitted))
 
     # Fused vectors of the valid patches go to a memory-mapped scratch file.
     layout = fused_layout(encoders)

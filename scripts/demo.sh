@@ -3,4 +3,5 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 source "$root/scripts/env.sh"
-exec "$root/.venv/bin/python" "$root/scripts/demo.py" "$@"
+trap 'rm -rf "$FUSEDEO_RUNTIME_DIR"' EXIT
+"$root/.venv/bin/python" "$root/scripts/demo.py" "$@"

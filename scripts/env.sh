@@ -19,6 +19,8 @@ chmod 700 "$XDG_RUNTIME_DIR"
 export QGIS_PLUGINPATH="$fusedeo_root/.build/plugins"
 export PYTHONPATH="$fusedeo_root/.build/plugins:/usr/share/qgis/python/plugins:$fusedeo_root/.venv/lib/python3.11/site-packages${PYTHONPATH:+:$PYTHONPATH}"
 export PROJ_DATA=/usr/share/proj
-export FUSEDEO_WEIGHTS_DIR=${FUSEDEO_WEIGHTS_DIR:-$FUSEDEO_RUNTIME_DIR/weights}
+# Checkpoints are large: keep them in one persistent folder, not in the
+# temporary QGIS profile of this shell.
+export FUSEDEO_WEIGHTS_DIR=${FUSEDEO_WEIGHTS_DIR:-$HOME/.cache/fusedeo/weights}
 # Let qgis_process.bin load the plugin from QGIS_PLUGINPATH.
 qgis_process.bin plugins enable fusedeo >/dev/null 2>&1 || true

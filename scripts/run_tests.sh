@@ -11,4 +11,5 @@ if [ ! -d "$root/../shared/data/worldcereal-be" ]; then
 fi
 source "$root/scripts/env.sh"
 cd "$root"
-exec "$root/.venv/bin/python" -m pytest "$@"
+trap 'rm -rf "$FUSEDEO_RUNTIME_DIR"' EXIT
+"$root/.venv/bin/python" -m pytest "$@"

@@ -293,3 +293,21 @@ class TestFeatureStore:
             run_embed(processing, tmp_path / "summer.tif", S2L2A_SUMMER=str(LOCATION_B / "s2l2a_summer.tif"),
                       OUTPUT_FEATURES=str(store_path))
         assert not (tmp_path / "summer.tif").exists()
+
+
+def test_stride_defaults_to_patch_size(processing, tmp_path):
+    processing.run("fusedeo:embed", {"S2L2A_SUMMER": str(LOCATION_A / "s2l2a_summer.tif"), "PATCH_SIZE": 16,
+                                     "DIMENSIONS": 4, "DEVICE": "cpu", "OUTPUT": str(tmp_path / "out.tif")})
+    dataset = gdal.Open(str(tmp_path / "out.tif"))
+    assert (dataset.RasterXSize, dataset.RasterYSize) == (4, 4)
+    assert dataset.GetGeoTransform()[1] == 160.0
+    assert dataset.GetMetadata()["FUSEDEO_STRIDE_PX"] == "16"
+
+
+def test_stride_beyond_patch_recorded(processing, tmp_path):
+    processing.run("fusedeo:embed", {"S2L2A_SUMMER": str(LOCATION_A / "s2l2a_summer.tif"), "PATCH_SIZE": 8,
+                                     "STRIDE": 16, "DIMENSIONS": 4, "DEVICE": "cpu",
+                                     "OUTPUT": str(tmp_path / "out.tif")})
+    provenance = json.loads(gdal.Open(str(tmp_path / "out.tif")).GetMetadata()["FUSEDEO_PROVENANCE"])
+    assert any("STRIDE=16 px is larger than PATCH_SIZE=8 px: only 25 % of the area is encoded" in sentence
+               for sentence in provenance["decisions"])

@@ -183,3 +183,15 @@ def test_extent_outside_layers_rejected():
     with pytest.raises(GridError, match=r"EXTENT: .* does not overlap the layers' common area"):
         build_season_stack([spec(S2_SUMMER)], "auto", 16, 16, LoggingReporter(),
                            extent=Bounds(0, 0, 10, 10))
+
+
+def test_sentinel1_layer_given_as_s2_named():
+    with pytest.raises(BandMismatchError, match=r"look like Sentinel-1 bands; give this layer as S1_SUMMER "
+                                                r"instead of S2L2A_SUMMER"):
+        inspect_layer(spec(S1_SUMMER, Sensor.S2L2A), "auto", LoggingReporter())
+
+
+def test_sentinel2_layer_given_as_s1_named():
+    with pytest.raises(BandMismatchError, match=r"look like Sentinel-2 bands; give this layer as S2L2A_SUMMER "
+                                                r"or S2L1C_SUMMER"):
+        inspect_layer(spec(S2_SUMMER, Sensor.S1), "auto", LoggingReporter())

@@ -88,9 +88,10 @@ class EmbedAlgorithm(FusedEOAlgorithm):
                    "convolutional features drawn from this run's valid patches, seed 10012023) needs no "
                    "weights and uses every channel the layers provide."),
         PATCH_SIZE: ("Patch size (pixels)", "Side of the square patch each embedding describes, in pixels of "
-                     "the target grid."),
+                     "the target grid. Default 264 (the SSL4EO-S12 chip size)."),
         STRIDE: ("Stride (pixels)", "Distance between patch origins in pixels of the target grid; the output "
-                 "pixel size is STRIDE times the grid pixel size."),
+                 "pixel size is STRIDE times the grid pixel size. Default 0: the same as PATCH_SIZE, so "
+                 "patches tile the area. A stride larger than PATCH_SIZE leaves gaps, with a warning."),
         MIN_VALID_FRACTION: ("Minimum valid fraction", "Patches whose fraction of valid pixels (mean over the "
                              "given seasons) is below this value get nodata and are left out of kernel "
                              "sampling and PCA fitting."),
@@ -99,8 +100,8 @@ class EmbedAlgorithm(FusedEOAlgorithm):
                      "of EMBEDDING_MODEL when both are set. A compressor trained on fitted encoder parts (mosaiks "
                      "kernels) needs the EMBEDDING_MODEL that made its training features. When empty, PCA to "
                      "DIMENSIONS is fitted on this run's patches."),
-        DIMENSIONS: ("Embedding dimensions", "Number of PCA components when no compressor is given; capped "
-                     "at the number of valid patches minus one, with a warning."),
+        DIMENSIONS: ("Embedding dimensions", "Number of PCA components when no compressor is given (default "
+                     "1024); capped at the number of valid patches minus one, with a warning."),
         S2_OFFSET: ("Sentinel-2 offset", "Whether Sentinel-2 values carry ESA's +1000 offset (products of "
                     "processing baseline 04.00 or later). auto reads MTD_MSIL1C.xml or MTD_MSIL2A.xml next "
                     "to the layer and otherwise assumes no offset, with a warning."),
@@ -132,7 +133,7 @@ class EmbedAlgorithm(FusedEOAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             self.PATCH_SIZE, self.label(self.PATCH_SIZE), QgsProcessingParameterNumber.Integer, 264, minValue=1))
         self.addParameter(QgsProcessingParameterNumber(
-            self.STRIDE, self.label(self.STRIDE), QgsProcessingParameterNumber.Integer, 264, minValue=1))
+            self.STRIDE, self.label(self.STRIDE), QgsProcessingParameterNumber.Integer, 0, minValue=0))
         self.addParameter(QgsProcessingParameterNumber(
             self.MIN_VALID_FRACTION, self.label(self.MIN_VALID_FRACTION), QgsProcessingParameterNumber.Double,
             0.5, minValue=0.0, maxValue=1.0))
@@ -205,7 +206,8 @@ class EmbedAlgorithm(FusedEOAlgorithm):
             encoders=self.parameterAsEnumStrings(parameters, self.ENCODERS, context),
             output_path=self.parameterAsOutputLayer(parameters, self.OUTPUT, context),
             patch_size_px=self.parameterAsInt(parameters, self.PATCH_SIZE, context),
-            stride_px=self.parameterAsInt(parameters, self.STRIDE, context),
+            stride_px=self.parameterAsInt(parameters, self.STRIDE, context)
+            or self.parameterAsInt(parameters, self.PATCH_SIZE, context),
             min_valid_fraction=self.parameterAsDouble(parameters, self.MIN_VALID_FRACTION, context),
             dimensions=self.parameterAsInt(parameters, self.DIMENSIONS, context),
             s2_offset=self.parameterAsEnumString(parameters, self.S2_OFFSET, context),
