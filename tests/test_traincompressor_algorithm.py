@@ -146,8 +146,8 @@ class TestTrainedCompressor:
         folder, _, _ = trained
         make_fixture(tmp_path / "dataset", [LOCATION_B], 16)
         with pytest.raises(QgsProcessingException, match=r"COMPRESSOR: 'compressor.onnx' was trained on features "
-                                                         r"of fitted encoder parts [0-9a-f]{16}, but this run would "
-                                                         r"draw new mosaiks kernels"):
+                                                         r"of fitted encoder parts [0-9a-f]{16}, but this run's "
+                                                         r"encoders have [0-9a-f]{16}"):
             processing.run("fusedeo:embedssl4eo", {
                 "DATASET_FOLDER": str(tmp_path / "dataset"), "ENCODERS": ["mosaiks"], "DEVICE": "cpu",
                 "COMPRESSOR": str(folder / "compressor.onnx"), "OUTPUT_CSV": str(tmp_path / "out.csv")})
