@@ -140,7 +140,7 @@ def run_worldcereal(folder: Path) -> None:
     print(f"Labels: land-cover codes of the first location; code 99 (unlabelled, "
           f"{100 * unlabelled_share:.0f} % of the pixels) is set to nodata so it does not count as "
           f"non-cropland; written to {labels}.")
-    common = {"ENCODERS": "mosaiks", "PATCH_SIZE": 8, "STRIDE": 8, "DIMENSIONS": 32, "DEVICE": "auto"}
+    common = {"ENCODERS": "mosaiks", "PATCH_SIZE": 4, "STRIDE": 4, "DIMENSIONS": 64, "DEVICE": "auto"}
     qgis_process("fusedeo:embed", **layers(first), **common, OUTPUT=folder / "belgium_2018_embedding.tif",
                  OUTPUT_EMBEDDING_MODEL=folder / "belgium.fusedeo")
     qgis_process("fusedeo:trainprobe", EMBEDDINGS=folder / "belgium_2018_embedding.tif",
