@@ -218,6 +218,15 @@ def labels_from_raster(
         )
     if class_values is not None:
         name = "fraction of classes " + ",".join(str(code) for code in class_values)
+    elif not gdal.GetDataTypeName(band.DataType).startswith("Float"):
+        codes = _distinct_codes(band)
+        if 2 < len(codes) <= 64:
+            decisions.append(
+                f"{parameter_name}: the integer raster holds only {len(codes)} distinct values "
+                f"({', '.join(str(code) for code in codes[:10])}{' …' if len(codes) > 10 else ''}), so it "
+                "looks like class codes, but no CLASS_VALUES were given: the probe learns the mean code of "
+                "each patch. Give CLASS_VALUES to learn the fraction of those classes instead."
+            )
     if not source.GetProjection():
         raise GridError(
             f"{parameter_name}: label raster '{path}' has no CRS; assign one "
@@ -262,6 +271,16 @@ def labels_from_raster(
     )
     _check_overlap(labels, parameter_name)
     return labels
+
+
+def _distinct_codes(band: Any) -> list[int]:
+    """Return up to 65 distinct valid values of a decimated read of an integer band."""
+    width, height = min(band.XSize, 512), min(band.YSize, 512)
+    values = band.ReadAsArray(buf_xsize=width, buf_ysize=height)
+    nodata = band.GetNoDataValue()
+    if nodata is not None:
+        values = values[values != nodata]
+    return [int(code) for code in np.unique(values)[:65]]
 
 
 def _resampling_method(

@@ -429,3 +429,19 @@ def test_cancel_leaves_no_probe(processing, tmp_path: Path, embedding_a: Path, w
     assert results == {}
     assert any("cancelled during cross-validation" in warning for warning in feedback.warnings)
     _assert_no_outputs(tmp_path)
+
+
+def test_class_codes_without_class_values_warned(processing, tmp_path: Path, worldcereal_a: Path):
+    """A land-cover raster without CLASS_VALUES trains on mean codes, with a warning that says so."""
+    from recording_feedback import RecordingFeedback
+
+    from embedding_fixtures import statistics_embedding
+
+    embedding = statistics_embedding(worldcereal_a, tmp_path / "embedding.tif")
+    feedback = RecordingFeedback()
+    processing.run("fusedeo:trainprobe", {
+        "EMBEDDINGS": str(embedding), "LABELS_RASTER": str(worldcereal_a / "landcover.tif"),
+        "TASK": "regression", "OUTPUT_PROBE": str(tmp_path / "p.onnx"),
+        "OUTPUT_REPORT": str(tmp_path / "r.html")}, feedback=feedback)
+    assert any("looks like class codes, but no CLASS_VALUES were given" in message
+               for message in feedback.warnings)
