@@ -458,7 +458,7 @@ def run_embedding(request: EmbedRequest, reporter: Reporter) -> EmbedResult:
     progress = _Progress(reporter)
     pending = PendingOutputs()
     # GDAL's block cache (5 % of RAM by default) would otherwise grow with the
-    # area read; patches are read once per pass, so a small cache is enough.
+    # area read. Each pass reads a patch once, so a small cache is enough.
     cache_bytes = gdal.GetCacheMax()
     gdal.SetCacheMax(min(cache_bytes, GDAL_CACHE_BYTES))
     try:

@@ -1,10 +1,11 @@
 """Input layers: band matching, unit detection and the S2 offset decision.
 
 Each input layer is a GDAL raster given for one season and one sensor. This
-module works out which canonical band each raster band holds, which bands are
-missing (they are filled later), how to convert the values to the canonical
-units (S1 in dB, S2 as digital numbers without the +1000 offset) and records
-every decision as a sentence for the log and the output metadata.
+module works out which canonical band each raster band holds and which bands
+are missing (they are filled later). It also decides how to convert the
+values to the canonical units: S1 in dB, S2 as digital numbers without the
++1000 offset. Every decision is kept as a sentence for the log and the output
+metadata.
 """
 
 import logging
@@ -57,7 +58,7 @@ class LayerSpec:
 
 @dataclass
 class InspectedLayer:
-    """What FusedEO decided about one input layer.
+    """Decisions FusedEO took about one input layer.
 
     Attributes:
         spec: The layer as given.
