@@ -72,4 +72,23 @@ def weights_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
+LARGE_FILE_BYTES = 100 * 1024 * 1024
+
+
+@pytest.fixture(scope="module", autouse=True)
+def remove_large_temporary_files(tmp_path_factory):  # noqa: ANN001, ANN201
+    """Delete checkpoints of 100 MiB and more that a test module wrote.
+
+    Full-size random checkpoints (CROMA-Large alone is 2.7 GB) would otherwise
+    stay in pytest's temporary folders until a later session removes them.
+    """
+    yield
+    for path in tmp_path_factory.getbasetemp().rglob("*"):
+        try:
+            if path.is_file() and not path.is_symlink() and path.stat().st_size >= LARGE_FILE_BYTES:
+                path.unlink()
+        except OSError:
+            pass
+
+
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
