@@ -12,7 +12,7 @@ logger = logging.getLogger(__name__)
 
 
 class Reporter(Protocol):
-    """Channel for what a long run tells the user, and for cancellation."""
+    """Channel for a long run's messages, progress and cancellation."""
 
     def info(self, message: str) -> None:
         """Report something the user needs to trust the result."""

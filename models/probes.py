@@ -28,6 +28,7 @@ from ..errors import (
     RunCancelledError,
     import_optional,
 )
+from ..neuco.scores import q_score
 from ..reporting import Reporter
 
 logger = logging.getLogger(__name__)
@@ -66,15 +67,6 @@ META_INPUT_WIDTH = "input_width"
 META_FINGERPRINT = "embedding_fingerprint"
 META_VERSION = "fusedeo_version"
 META_REGULARISATION = "regularisation"
-
-
-def q_score(mean: float, std: float) -> float:
-    """Return the NeuCo-Bench task score ``2 * mean / (0.02 + std)``.
-
-    The 0.02 keeps the score finite when the splits agree perfectly, and the
-    division rewards skill that is stable across splits.
-    """
-    return 2.0 * mean / (0.02 + std)
 
 
 @dataclass

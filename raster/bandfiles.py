@@ -30,7 +30,7 @@ def find_band_files(folder: str | Path, sensor: Sensor) -> dict[str, Path]:
         Canonical band name → file, in the sensor's band order.
 
     Raises:
-        MissingFileError: If the folder does not exist or holds no band file.
+        MissingFileError: If the folder does not exist or contains no band file.
         InputError: If two files give the same band.
     """
     directory = Path(folder)
@@ -48,7 +48,7 @@ def find_band_files(folder: str | Path, sensor: Sensor) -> dict[str, Path]:
             raise InputError(f"Band folder '{directory}': both '{found[name].name}' and '{path.name}' give {name}.")
         found[name] = path
     if not found:
-        raise MissingFileError(f"Band folder '{directory}' holds no file named after a {sensor.value} band "
+        raise MissingFileError(f"Band folder '{directory}' contains no file named after a {sensor.value} band "
                                "(for example '*_B02.tif').")
     return {name: found[name] for name in SENSOR_BANDS[sensor] if name in found}
 

@@ -53,7 +53,7 @@ def channel_index(sensor: Sensor, band: str) -> int:
 
 
 def sensor_channel_slice(sensor: Sensor) -> slice:
-    """Return the slice of the canonical stack that holds ``sensor``'s bands."""
+    """Return the slice of the canonical stack that contains ``sensor``'s bands."""
     start = channel_index(sensor, SENSOR_BANDS[sensor][0])
     return slice(start, start + len(SENSOR_BANDS[sensor]))
 

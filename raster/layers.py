@@ -1,7 +1,7 @@
 """Input layers: band matching, unit detection and the S2 offset decision.
 
 Each input layer is a GDAL raster given for one season and one sensor. This
-module works out which canonical band each raster band holds and which bands
+module works out which canonical band each raster band contains and which bands
 are missing (they are filled later). It also decides how to convert the
 values to the canonical units: S1 in dB, S2 as digital numbers without the
 +1000 offset. Every decision is kept as a sentence for the log and the output
@@ -116,7 +116,7 @@ def open_raster(spec: LayerSpec) -> gdal.Dataset:
 
 
 def match_bands(dataset: gdal.Dataset, spec: LayerSpec, reporter: Reporter) -> tuple[dict[str, int], list[str], list[str]]:
-    """Work out which canonical band each raster band holds.
+    """Work out which canonical band each raster band contains.
 
     Bands are matched by description first. Without usable descriptions, a
     raster whose band count equals the full band set of its sensor is taken in

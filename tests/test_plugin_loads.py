@@ -97,7 +97,7 @@ def test_package_zip_installs_and_loads(tmp_path):
 
 
 def test_missing_package_named_with_install_hint(tmp_path):
-    """Without torch and onnxruntime the plugin loads and embed says what to install."""
+    """Without torch and onnxruntime the plugin loads and embed names the package to install."""
     import subprocess
     import sys
 

@@ -432,7 +432,7 @@ def test_cancel_leaves_no_probe(processing, tmp_path: Path, embedding_a: Path, w
 
 
 def test_class_codes_without_class_values_warned(processing, tmp_path: Path, worldcereal_a: Path):
-    """A land-cover raster without CLASS_VALUES trains on mean codes, with a warning that says so."""
+    """A land-cover raster without CLASS_VALUES trains on mean codes, with a warning about it."""
     from recording_feedback import RecordingFeedback
 
     from embedding_fixtures import statistics_embedding
