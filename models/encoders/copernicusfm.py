@@ -72,9 +72,7 @@ CARD = EncoderCard(
     weights=WeightsInfo(
         file_name="CopernicusFM_ViT_base_varlang_e100.pth",
         url="https://huggingface.co/wangyi111/Copernicus-FM/resolve/main/CopernicusFM_ViT_base_varlang_e100.pth",
-        # TODO: fill the sha256 from the published file before the weight
-        # store accepts it.
-        sha256="",
+        sha256="085350e4fa0ebc6047a501aed1307394c4fcc23c013dd026db65af06411d6bee",
         size_bytes=557_931_327,
         licence="CC-BY-4.0",
     ),
@@ -91,8 +89,9 @@ Location, time and patch area are passed as NaN (unknown), so the model uses
 its learned metadata tokens. Patches are resized to 224 px (bilinear,
 antialiased), kernel size 16.
 
-The checkpoint is the official ``CopernicusFM_ViT_base_varlang_e100.pth``,
-which contains the trained final ``norm``; the model is built with
+The checkpoint is the official ``CopernicusFM_ViT_base_varlang_e100.pth``
+(torchgeo's ``CopernicusFM_ViT_base_varlang-085350e4.pth`` has the same bytes
+and can be imported in its place), which contains the trained final ``norm``; the model is built with
 ``global_pool=False`` and LayerNorm eps 1e-6 as in the original ViT-B (torchgeo
 defaults to 1e-5 and to mean pooling through an untrained ``fc_norm``). The
 feature is the CLS token after that norm (768 values), as the winning

@@ -41,11 +41,12 @@ CARD = EncoderCard(
     width_per_season=WIDTH,
     weights=WeightsInfo(
         file_name="Prithvi_EO_V2_300M.pt",
-        url="https://huggingface.co/ibm-nasa-geospatial/Prithvi-EO-2.0-300M/resolve/main/Prithvi_EO_V2_300M.pt",
-        # TODO: fill the sha256 and exact byte size (about 1.33 GB) from the
-        # published file before the weight store accepts it.
-        sha256="",
-        size_bytes=0,
+        url=(
+            "https://huggingface.co/ibm-nasa-geospatial/Prithvi-EO-2.0-300M/resolve/"
+            "9eb1b1102806593963daa333bcc491b1c6f8562f/Prithvi_EO_V2_300M.pt"
+        ),
+        sha256="faab2c8b776f0723f93431747603a7ec586a54fc45473613b4322c29752486e7",
+        size_bytes=1_326_658_396,
         licence="Apache-2.0",
     ),
 )
