@@ -1,17 +1,15 @@
-"""Downstream proxy for choosing an autoencoder checkpoint: closed-form ridge probes.
+"""Label-free downstream proxy for choosing an autoencoder checkpoint: closed-form ridge probes.
 
 Reconstruction error keeps falling long after downstream quality has peaked,
 so checkpoints are scored by how well linear probes on the embeddings predict
-targets. A probe is ridge regression solved in closed form on the embeddings
-of the training split and scored on the held-out split:
-
-- with NeuCo-Bench labels (``<task>__<type>.csv`` files with columns ``id``
-  and ``label``), each task is one target: R² for ``regression`` and macro F1
-  of the one-vs-rest ridge argmax for ``classification``;
-- without labels, the targets come from the fused vectors themselves: the
-  per-season mean of every block and the leading principal components of
-  every block. R² over all of them measures how much of each block a linear
-  read-out of the embedding still recovers.
+targets. Without labels (with labels, see :mod:`.neuco_proxy`), the targets
+come from the fused vectors themselves: the per-season mean of every block
+and the leading principal components of every block. A probe is ridge
+regression solved in closed form on the embeddings of the training split and
+scored on the held-out split. R² over all targets measures how much of each
+block a linear read-out of the embedding still recovers. A task may also be
+a classification target, scored by the macro F1 of the one-vs-rest ridge
+argmax.
 
 Embeddings are divided by one global standard deviation over all values, as
 the NeuCo-Bench evaluator standardises a submission (embed2scale/NeuCo-Bench,
@@ -21,15 +19,13 @@ only on the information they carry. Per-column centring changes nothing,
 because the probes fit an intercept.
 """
 
-import csv
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, MissingFileError, import_optional
+from ..errors import import_optional
 
 logger = logging.getLogger(__name__)
 
@@ -233,78 +229,3 @@ def label_free_proxy(train_features: np.ndarray, holdout_features: np.ndarray, l
         notes.append(f"{block['name']}: {block['seasons']} season mean(s) and {components} leading principal "
                      "component(s) as targets.")
     return RidgeProxy("label-free", tasks, notes)
-
-
-def read_label_tasks(folder: str | Path, parameter: str = "LABELS_FOLDER") -> list[tuple[str, str, dict[str, float]]]:
-    """Read NeuCo-Bench label files ``<task>__<type>.csv`` (columns ``id``, ``label``).
-
-    Rows with an empty label are skipped, as the NeuCo-Bench evaluator does.
-
-    Returns:
-        ``(task, type, {id: label})`` per file, sorted by file name.
-
-    Raises:
-        MissingFileError: If the folder does not exist.
-        InputError: If it has no label file, or a file is malformed.
-    """
-    directory = Path(folder)
-    if not directory.is_dir():
-        raise MissingFileError(f"{parameter}: folder '{directory}' does not exist.")
-    files = sorted(directory.glob("*.csv"))
-    if not files:
-        raise InputError(f"{parameter}: folder '{directory}' has no .csv label files; expected NeuCo-Bench files "
-                         "named <task>__<type>.csv with columns id and label.")
-    tasks = []
-    for path in files:
-        task, separator, task_type = path.stem.partition("__")
-        if not separator or task_type not in TASK_TYPES:
-            raise InputError(f"{parameter}: label file '{path.name}' is not named <task>__<type>.csv with type "
-                             f"{' or '.join(TASK_TYPES)}.")
-        labels: dict[str, float] = {}
-        with path.open(newline="", encoding="utf-8") as stream:
-            reader = csv.DictReader(stream)
-            if reader.fieldnames is None or "id" not in reader.fieldnames or "label" not in reader.fieldnames:
-                raise InputError(f"{parameter}: label file '{path.name}' has columns {reader.fieldnames}; "
-                                 "expected id and label.")
-            for line, row in enumerate(reader, start=2):
-                if row["label"] in (None, ""):
-                    continue
-                try:
-                    labels[row["id"]] = float(row["label"])
-                except ValueError as err:
-                    raise InputError(f"{parameter}: label file '{path.name}' line {line}: label "
-                                     f"'{row['label']}' is not a number.") from err
-        tasks.append((task, task_type, labels))
-    return tasks
-
-
-def labelled_proxy(label_tasks: list[tuple[str, str, dict[str, float]]], train_ids: list[str],
-                   holdout_ids: list[str], parameter: str = "LABELS_FOLDER") -> RidgeProxy:
-    """Build proxy tasks from labels keyed by feature-store ids.
-
-    Raises:
-        InputError: If a task has fewer than three labelled rows in either split,
-            or a classification task has one class only.
-    """
-    tasks, notes = [], []
-    train_index = {identifier: row for row, identifier in enumerate(train_ids)}
-    holdout_index = {identifier: row for row, identifier in enumerate(holdout_ids)}
-    for name, task_type, labels in label_tasks:
-        train_labelled = [identifier for identifier in train_ids if identifier in labels]
-        holdout_labelled = [identifier for identifier in holdout_ids if identifier in labels]
-        train_rows = np.array([train_index[i] for i in train_labelled], dtype=np.int64)
-        holdout_rows = np.array([holdout_index[i] for i in holdout_labelled], dtype=np.int64)
-        if train_rows.size < MIN_ROWS_PER_SPLIT or holdout_rows.size < MIN_ROWS_PER_SPLIT:
-            raise InputError(
-                f"{parameter}: task '{name}' labels {train_rows.size} training and {holdout_rows.size} held-out "
-                f"rows of the feature stores; at least {MIN_ROWS_PER_SPLIT} of each are needed. Check that the "
-                "label ids are the store ids (for example 'embedding/0_3'), or label more patches."
-            )
-        train_targets = np.array([[labels[identifier]] for identifier in train_labelled], dtype=np.float64)
-        holdout_targets = np.array([[labels[identifier]] for identifier in holdout_labelled], dtype=np.float64)
-        if task_type == CLASSIFICATION and np.unique(train_targets).size < 2:
-            raise InputError(f"{parameter}: classification task '{name}' has one class only in the training "
-                             "split; it cannot score a probe.")
-        tasks.append(ProxyTask(name, task_type, train_rows, holdout_rows, train_targets, holdout_targets))
-        notes.append(f"{name} ({task_type}): {train_rows.size} training and {holdout_rows.size} held-out rows.")
-    return RidgeProxy("labels", tasks, notes)

@@ -39,12 +39,16 @@ from .autoencoder import (
     train_autoencoder,
 )
 from .compressor import OnnxCompressor
-from .compressor_proxy import MIN_ROWS_PER_SPLIT, RidgeProxy, label_free_proxy, labelled_proxy, read_label_tasks
+from .compressor_proxy import MIN_ROWS_PER_SPLIT, RidgeProxy, label_free_proxy
 from .compressor_report import write_compressor_report
 from .device import select_torch_device
 from .feature_store import PooledFeatures, read_pooled
+from .neuco_proxy import NeucoProxy, neuco_proxy
 
 logger = logging.getLogger(__name__)
+
+Proxy = RidgeProxy | NeucoProxy
+"""A checkpoint proxy: NeuCo-Bench scores with labels, ridge probes on label-free targets without."""
 
 AUTO = "auto"
 CONDITIONING_CHOICES = (AUTO, *CONDITIONINGS)
@@ -183,15 +187,13 @@ def split_rows(count: int, holdout_fraction: float, seed: int) -> tuple[np.ndarr
 
 
 def _build_proxy(request: CompressorTrainingRequest, pooled: PooledFeatures, train_rows: np.ndarray,
-                 holdout_rows: np.ndarray, reporter: Reporter) -> RidgeProxy:
-    """Return the labelled proxy when a labels folder is given, else the label-free one."""
+                 holdout_rows: np.ndarray, reporter: Reporter) -> Proxy:
+    """Return the NeuCo-Bench proxy when a labels folder is given, else the label-free one."""
     if request.labels_folder:
-        tasks = read_label_tasks(request.labels_folder)
-        # NOTE: a NeuCo-Bench evaluator in fast mode could score checkpoints here instead of the one-split
-        # ridge probes, so the selection would maximise the benchmark's own cross-validated Q.
-        proxy = labelled_proxy(tasks, [pooled.ids[row] for row in train_rows],
-                               [pooled.ids[row] for row in holdout_rows])
-        reporter.info(f"Proxy: ridge probes on {len(tasks)} labelled task(s) from {request.labels_folder}.")
+        proxy = neuco_proxy(request.labels_folder, [pooled.ids[row] for row in train_rows],
+                            [pooled.ids[row] for row in holdout_rows], reporter)
+        reporter.info(f"Proxy: NeuCo-Bench score (neuco probe, {proxy.k_folds} splits, mean Q) on "
+                      f"{len(proxy.tasks)} labelled task(s) from {request.labels_folder}.")
     else:
         proxy = label_free_proxy(pooled.features[train_rows], pooled.features[holdout_rows], pooled.layout,
                                  request.config.seed)
@@ -202,7 +204,7 @@ def _build_proxy(request: CompressorTrainingRequest, pooled: PooledFeatures, tra
     return proxy
 
 
-def _choose_conditioning(request: CompressorTrainingRequest, proxy: RidgeProxy, train_embeddings: np.ndarray,
+def _choose_conditioning(request: CompressorTrainingRequest, proxy: Proxy, train_embeddings: np.ndarray,
                          holdout_embeddings: np.ndarray,
                          reporter: Reporter) -> tuple[Conditioning, dict[str, float]]:
     """Fit the requested conditioning, or under ``auto`` the one the proxy prefers."""
@@ -333,7 +335,7 @@ def train_compressor(request: CompressorTrainingRequest, reporter: Reporter) -> 
 
 
 def _summary(request: CompressorTrainingRequest, pooled: PooledFeatures, trained: TrainedAutoencoder,
-             proxy: RidgeProxy, conditioning: Conditioning, conditioning_scores: dict[str, float],
+             proxy: Proxy, conditioning: Conditioning, conditioning_scores: dict[str, float],
              train_count: int, holdout_count: int, sha256: str) -> dict[str, Any]:
     """Return the training summary stored in the model metadata."""
     config = trained.config
@@ -395,7 +397,7 @@ def _report_rows(summary: dict[str, Any], difference: float,
     ]
 
 
-def _report_notes(summary: dict[str, Any], proxy: RidgeProxy) -> list[str]:
+def _report_notes(summary: dict[str, Any], proxy: Proxy) -> list[str]:
     """Return the decisions listed in the report."""
     notes = [f"Loss block weights ({summary['block_weighting']}): "
              + ", ".join(f"{name} {value:.4g}" for name, value in summary["block_weights"].items()) + "."]

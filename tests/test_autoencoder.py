@@ -18,7 +18,7 @@ from fusedeo.models.autoencoder import (
     train_autoencoder,
 )
 from fusedeo.models.compressor import OnnxCompressor
-from fusedeo.models.compressor_proxy import ProxyTask, RidgeProxy, label_free_proxy, read_label_tasks
+from fusedeo.models.compressor_proxy import ProxyTask, RidgeProxy, label_free_proxy
 from fusedeo.reporting import LoggingReporter
 
 LAYOUT = [{"name": "alpha", "channels": 32, "seasons": 4}, {"name": "beta", "channels": 64, "seasons": 1}]
@@ -196,24 +196,98 @@ class TestRidgeProxy:
         assert RidgeProxy("labels", [task]).score(embeddings[:200], embeddings[200:]) > 0.95
 
 
-class TestLabelFiles:
-    def test_reads_tasks_and_skips_empty_labels(self, tmp_path):
-        (tmp_path / "biomass__regression.csv").write_text("id,label\na/0_0,1.5\na/0_1,\na/0_2,3\n")
-        (tmp_path / "crop__classification.csv").write_text("id,label\na/0_0,1\n")
-        tasks = read_label_tasks(tmp_path)
-        assert tasks == [("biomass", "regression", {"a/0_0": 1.5, "a/0_2": 3.0}),
-                         ("crop", "classification", {"a/0_0": 1.0})]
+def write_labels(folder, name: str, labels: dict[str, float]) -> None:  # noqa: ANN001
+    lines = ["id,label"] + [f"{identifier},{value!r}" for identifier, value in labels.items()]
+    (folder / name).write_text("\n".join(lines) + "\n")
+
+
+class TestNeucoProxy:
+    def test_score_is_the_evaluators_mean_q(self, tmp_path):
+        """The proxy scores what the NeuCo-Bench evaluator scores from a CSV of the same embeddings."""
+        from fusedeo.models.neuco_proxy import neuco_proxy
+        from fusedeo.neuco.evaluate import EvaluationConfig, evaluate
+
+        rng = np.random.default_rng(4)
+        embeddings = rng.normal(size=(90, 12)).astype(np.float32) * 3.0 + 1.0
+        ids = [f"a/{row // 10}_{row % 10}" for row in range(90)]
+        labels = tmp_path / "labels"
+        labels.mkdir()
+        # Every fifth patch is unlabelled, so the standardisation must use the labelled rows only.
+        labelled = [row for row in range(90) if row % 5]
+        write_labels(labels, "signal__regression.csv",
+                     {ids[row]: float(embeddings[row, :3].sum() + 0.3 * rng.normal()) for row in labelled})
+        write_labels(labels, "sign__classification.csv",
+                     {ids[row]: float(embeddings[row, 4] > 1.0) for row in labelled})
+        train, holdout = slice(0, 70), slice(70, 90)
+        proxy = neuco_proxy(labels, ids[train], ids[holdout], LoggingReporter(), k_folds=6)
+        scores = proxy.task_scores(embeddings[train], embeddings[holdout])
+
+        csv_path = tmp_path / "embeddings.csv"
+        rows = [",".join(["id", *map(str, range(12))])]
+        rows += [",".join([ids[row], *(repr(float(value)) for value in embeddings[row])]) for row in range(90)]
+        csv_path.write_text("\n".join(rows) + "\n")
+        result = evaluate(EvaluationConfig(csv_path, labels, tmp_path / "results", k_folds=6), LoggingReporter())
+        expected = {score.task_name: score.q for score in result.task_scores}
+        assert sorted(scores) == ["sign", "signal"]
+        for task in scores:
+            assert scores[task] == pytest.approx(expected[task], rel=1e-9)
+        assert proxy.score(embeddings[train], embeddings[holdout]) == pytest.approx(np.mean(list(scores.values())))
+        assert any("72 labelled patches (16 of them held out from training), 6 splits" in note for note in proxy.notes)
+
+    def test_skips_empty_labels(self, tmp_path):
+        from fusedeo.models.neuco_proxy import neuco_proxy
+
+        ids = [f"a/0_{col}" for col in range(30)]
+        labels = {identifier: float(index) for index, identifier in enumerate(ids)}
+        write_labels(tmp_path, "biomass__regression.csv", labels)
+        text = (tmp_path / "biomass__regression.csv").read_text().replace("a/0_3,3.0", "a/0_3,")
+        (tmp_path / "biomass__regression.csv").write_text(text)
+        proxy = neuco_proxy(tmp_path, ids[:25], ids[25:], LoggingReporter())
+        assert [task.name for task in proxy.tasks] == ["biomass"]
+        assert len(proxy.tasks[0].rows) == 29
 
     def test_bad_file_name(self, tmp_path):
+        from fusedeo.models.neuco_proxy import neuco_proxy
+
         (tmp_path / "biomass.csv").write_text("id,label\na/0_0,1.5\n")
-        with pytest.raises(InputError, match=r"LABELS_FOLDER: label file 'biomass.csv' is not named "
-                                             r"<task>__<type>.csv with type regression or classification"):
-            read_label_tasks(tmp_path)
+        with pytest.raises(InputError, match=r"LABELS_FOLDER: labels file .*biomass.csv: the name must be "
+                                             r"<task>__<type>.csv"):
+            neuco_proxy(tmp_path, ["a/0_0"], ["a/0_1"], LoggingReporter())
 
     def test_missing_label_column(self, tmp_path):
+        from fusedeo.models.neuco_proxy import neuco_proxy
+
         (tmp_path / "biomass__regression.csv").write_text("id,value\na/0_0,1.5\n")
-        with pytest.raises(InputError, match=r"has columns \['id', 'value'\]; expected id and label"):
-            read_label_tasks(tmp_path)
+        with pytest.raises(InputError, match=r"LABELS_FOLDER: labels file .*: no 'label' column"):
+            neuco_proxy(tmp_path, ["a/0_0"], ["a/0_1"], LoggingReporter())
+
+    def test_labels_of_other_ids_rejected(self, tmp_path):
+        from fusedeo.models.neuco_proxy import neuco_proxy
+
+        write_labels(tmp_path, "biomass__regression.csv", {"x/0_0": 1.0, "x/0_1": 2.0})
+        with pytest.raises(InputError, match=r"LABELS_FOLDER: the label files share no ids with the feature stores "
+                                             r"\(first store ids: \['a/0_0', 'a/0_1', 'a/1_0'\]; first ids of "
+                                             r"biomass__regression.csv: \['x/0_0', 'x/0_1'\]\)"):
+            neuco_proxy(tmp_path, ["a/0_0", "a/0_1"], ["a/1_0"], LoggingReporter())
+
+    def test_too_few_labelled_patches_rejected(self, tmp_path):
+        from fusedeo.models.neuco_proxy import neuco_proxy
+
+        ids = [f"a/0_{col}" for col in range(30)]
+        write_labels(tmp_path, "biomass__regression.csv", {identifier: 1.0 * col for col, identifier in
+                                                           enumerate(ids[:12])})
+        with pytest.raises(InputError, match=r"LABELS_FOLDER: no task in .* has at least 20 labelled patches"):
+            neuco_proxy(tmp_path, ids[:20], ids[20:], LoggingReporter())
+
+    def test_multiclass_classification_rejected(self, tmp_path):
+        from fusedeo.models.neuco_proxy import neuco_proxy
+
+        ids = [f"a/0_{col}" for col in range(30)]
+        write_labels(tmp_path, "crop__classification.csv", {identifier: float(col % 3) for col, identifier in
+                                                            enumerate(ids)})
+        with pytest.raises(InputError, match=r"LABELS_FOLDER: labels file .*crop__classification.csv: a "
+                                             r"classification task needs labels 0 and 1"):
+            neuco_proxy(tmp_path, ids[:20], ids[20:], LoggingReporter())
 
 
 class TestTrainingChecks:
@@ -237,11 +311,3 @@ class TestTrainingChecks:
         with pytest.raises(InputError, match=r"FEATURES: 10 rows with HOLDOUT_FRACTION=0.2 give 8 training and 2 "
                                              r"held-out rows; each needs at least 3"):
             split_rows(10, 0.2, seed=1)
-
-    def test_labels_of_other_ids_rejected(self):
-        from fusedeo.models.compressor_proxy import labelled_proxy
-
-        tasks = [("biomass", "regression", {"x/0_0": 1.0, "x/0_1": 2.0})]
-        with pytest.raises(InputError, match=r"task 'biomass' labels 0 training and 0 held-out rows of the feature "
-                                             r"stores; at least 3 of each are needed"):
-            labelled_proxy(tasks, ["a/0_0", "a/0_1", "a/0_2"], ["a/1_0", "a/1_1", "a/1_2"])

@@ -185,6 +185,8 @@ class TestLabels:
         assert sorted(scores) == ["as_trained", "pca_rotated", "whitened"]
         assert summary["conditioning"] == max(scores, key=scores.get)
         assert any("chosen by the proxy" in info for info in feedback.infos)
+        assert any(info.startswith("Proxy: NeuCo-Bench score (neuco probe, 40 splits, mean Q) on 1 labelled task")
+                   for info in feedback.infos)
 
 
 class TestErrors:
@@ -214,8 +216,8 @@ class TestErrors:
         from qgis.core import QgsProcessingException
 
         (tmp_path / "cropland.csv").write_text("id,label\na/0_0,1\n")
-        with pytest.raises(QgsProcessingException, match=r"label file 'cropland.csv' is not named "
-                                                         r"<task>__<type>.csv"):
+        with pytest.raises(QgsProcessingException, match=r"LABELS_FOLDER: labels file .*cropland.csv: the "
+                                                         r"name must be <task>__<type>.csv"):
             run_train(processing, tmp_path, FEATURES=str(stores / "store_a"), LABELS_FOLDER=str(tmp_path))
 
     def test_not_a_feature_store(self, processing, tmp_path):

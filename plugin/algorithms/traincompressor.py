@@ -62,9 +62,10 @@ class TrainCompressorAlgorithm(FusedEOAlgorithm):
         "and Linear to DIMENSIONS; the decoder is one Linear layer. The loss is the per-block MSE with block "
         "weights, and the optimiser AdamW (learning rate 1e-4, weight decay 0.05, batch 32, learning rate "
         "times 0.1 at 60 % and 90 % of the steps). A seeded share of the rows is held out. At regular "
-        "checkpoints, ridge probes on the embeddings are scored on the held-out rows, against NeuCo-Bench "
-        "labels when given and otherwise against targets derived from the fused vectors, and the checkpoint "
-        "with the best score is kept, not the one with the lowest reconstruction error. The encoder and the "
+        "checkpoints the embeddings are scored: with NeuCo-Bench labels by the NeuCo-Bench protocol itself "
+        "(mean Q of the neuco probe over the labelled patches), otherwise by ridge probes on the held-out rows "
+        "against targets derived from the fused vectors. The checkpoint with the best score is kept, not the "
+        "one with the lowest reconstruction error. The encoder and the "
         "output conditioning are written as an ONNX compressor (input features [N, D], output embedding "
         "[N, DIMENSIONS]) for the COMPRESSOR parameter of Compute seasonal embeddings, with the layout, the "
         "training summary and the sha256 of the training features in its metadata. On the CPU the same "
@@ -85,8 +86,10 @@ class TrainCompressorAlgorithm(FusedEOAlgorithm):
             "NeuCo-Bench labels folder",
             "Optional folder of label files named <task>__regression.csv or <task>__classification.csv with "
             "columns id and label, where id is a feature-store id (for example embedding/0_3). When given, "
-            "checkpoints and the output conditioning are chosen by ridge probes on these tasks (R² or macro F1 "
-            "on the held-out rows); otherwise checkpoints are chosen by label-free targets.",
+            "checkpoints and the output conditioning are chosen by the NeuCo-Bench score on these tasks (the "
+            "neuco probe with 40 shuffle splits over every labelled patch, mean Q; classification labels must "
+            "be 0 and 1, and a task needs at least 20 labelled patches); otherwise checkpoints are chosen by "
+            "ridge probes on label-free targets.",
         ),
         OUTPUT_CONDITIONING: (
             "Output conditioning",
@@ -153,7 +156,8 @@ class TrainCompressorAlgorithm(FusedEOAlgorithm):
         ok, message = super().checkParameterValues(parameters, context)
         if not ok:
             return ok, message
-        from ...models.compressor_proxy import read_label_tasks
+        from ...models.neuco_proxy import read_labels
+        from ...reporting import LoggingReporter
         from ...models.feature_store import FeatureStore, check_compatible
 
         try:
@@ -164,7 +168,7 @@ class TrainCompressorAlgorithm(FusedEOAlgorithm):
                 check_compatible(store, stores[0].layout, stores[0].encoder_fingerprint,
                                  f"feature store '{stores[0].path}'")
             if request.labels_folder:
-                read_label_tasks(request.labels_folder)
+                read_labels(request.labels_folder, LoggingReporter(__name__))
         except PluginError as err:
             return False, str(err)
         return True, ""
