@@ -1,25 +1,30 @@
 """The HTML report of a phase: a heatmap of Q per run and task, mean-Q bars and the leaderboard table.
 
-The report is one self-contained HTML file. The plots are PNG images embedded
-as base64, drawn on matplotlib's Agg canvas without pyplot, so the matplotlib
-backend that QGIS uses is left alone.
+The report is one self-contained HTML file. The heatmap is an HTML table
+with coloured cells and the bars are inline SVG, so the numbers stay text
+that a reader can select and search, and writing the report needs no
+plotting library.
 """
 
-import base64
 import html
-import io
 import math
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import import_optional
 from .scores import Leaderboard, RunScores
 
 MISSING_COLOUR = "#bdbdbd"
 COMPLETE_COLOUR = "#3b7dbf"
-COLOUR_MAP = "RdYlGn"
+COLOUR_SCALE: tuple[tuple[int, int, int], ...] = (
+    (0xD7, 0x19, 0x1C),
+    (0xFD, 0xAE, 0x61),
+    (0xFF, 0xFF, 0xBF),
+    (0xA6, 0xD9, 0x6A),
+    (0x1A, 0x96, 0x41),
+)
+"""Red to yellow to green, from the lowest to the highest Q of a task (ColorBrewer's 5-class RdYlGn)."""
 
 
 def task_normalised_scores(q_table: np.ndarray) -> np.ndarray:
@@ -66,9 +71,9 @@ def write_report(path: Path, phase: str, runs: list[RunScores], leaderboard: Lea
     ]
     if ordered and tasks:
         sections.append("<h2>Q per task</h2>")
-        sections.append(_image(_heatmap_figure(ordered, tasks, q_table), "Heatmap of Q per run and task"))
+        sections.append(_heatmap(ordered, tasks, q_table))
         sections.append("<h2>Mean Q per run</h2>")
-        sections.append(_image(_bars_figure(ordered, len(tasks)), "Mean Q per run"))
+        sections.append(_bars(ordered, len(tasks)))
     sections.append("<h2>Leaderboard</h2>")
     sections.append(_leaderboard_table(ordered, tasks, leaderboard))
     if leaderboard.incomplete:
@@ -108,72 +113,75 @@ def _mixed_probe_warning(runs: list[RunScores]) -> str:
     )
 
 
-def _heatmap_figure(runs: list[RunScores], tasks: list[str], q_table: np.ndarray):  # noqa: ANN202 (Figure)
-    """Draw runs × tasks cells holding Q, coloured by the task-normalised score."""
-    figure_module = import_optional("matplotlib.figure", "drawing the report")
-    matplotlib = import_optional("matplotlib", "drawing the report")
-    cm = import_optional("matplotlib.cm", "drawing the report")
-    colors = import_optional("matplotlib.colors", "drawing the report")
-    colours = matplotlib.colormaps[COLOUR_MAP]
+def colour_of(value: float) -> str:
+    """Return the hex colour of a task-normalised score in [0, 1] (red, yellow, green); grey for NaN."""
+    if math.isnan(value):
+        return MISSING_COLOUR
+    position = min(max(value, 0.0), 1.0) * (len(COLOUR_SCALE) - 1)
+    index = min(int(position), len(COLOUR_SCALE) - 2)
+    fraction = position - index
+    low, high = COLOUR_SCALE[index], COLOUR_SCALE[index + 1]
+    channels = (round(a + (b - a) * fraction) for a, b in zip(low, high, strict=True))
+    return "#" + "".join(f"{channel:02x}" for channel in channels)
+
+
+def _heatmap(runs: list[RunScores], tasks: list[str], q_table: np.ndarray) -> str:
+    """Render runs × tasks cells holding Q, coloured by the task-normalised score, as an HTML table."""
     normalised = task_normalised_scores(q_table)
-    figure = figure_module.Figure(figsize=(max(6.0, 1.2 * len(tasks) + 3.0), max(2.5, 0.42 * len(runs) + 1.8)))
-    axes = figure.add_subplot()
-    missing = colors.to_rgba(MISSING_COLOUR)
-    rgba = np.array(
-        [[colours(value) if not math.isnan(value) else missing for value in row] for row in normalised]
-    ).reshape(len(runs), len(tasks), 4)
-    axes.imshow(rgba, aspect="auto", interpolation="nearest")
-    scale = figure.colorbar(cm.ScalarMappable(cmap=colours), ax=axes, fraction=0.04, pad=0.02)
-    scale.set_ticks([0.0, 1.0], labels=["lowest Q\nof the task", "highest Q\nof the task"], fontsize=7)
-    for row, column in np.ndindex(q_table.shape):
-        value = q_table[row, column]
-        text = "–" if math.isnan(value) else f"{value:.1f}"
-        shade = normalised[row, column]
-        dark = not math.isnan(shade) and (shade < 0.2 or shade > 0.85)
-        axes.text(column, row, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
-    axes.set_xticks(range(len(tasks)), labels=tasks, rotation=35, ha="right", fontsize=8)
-    axes.set_yticks(range(len(runs)), labels=[run.experiment for run in runs], fontsize=8)
-    axes.set_xlabel("Task")
-    axes.tick_params(length=0)
-    figure.tight_layout()
-    return figure
+    header = "<tr><th>Run</th>" + "".join(f"<th>{html.escape(task)}</th>" for task in tasks) + "</tr>"
+    body = []
+    for row, run in enumerate(runs):
+        cells = []
+        for column in range(len(tasks)):
+            value, shade = q_table[row, column], normalised[row, column]
+            # White text on the dark ends of the scale, black on the light middle.
+            dark = not math.isnan(shade) and (shade < 0.2 or shade > 0.85)
+            style = f"background:{colour_of(shade)};color:{'#fff' if dark else '#000'}"
+            cells.append(f'<td style="{style}">{_number(value, 1)}</td>')
+        body.append(f"<tr><th>{html.escape(run.experiment)}</th>" + "".join(cells) + "</tr>")
+    legend = (
+        f'<p class="legend">Colour: <span style="background:{colour_of(0.0)};color:#fff">lowest Q of the '
+        f'task</span> <span style="background:{colour_of(0.5)}">middle</span> '
+        f'<span style="background:{colour_of(1.0)};color:#fff">highest Q of the task</span> '
+        f'<span style="background:{MISSING_COLOUR}">missing</span></p>'
+    )
+    return f'<table class="heatmap">\n{header}\n' + "\n".join(body) + "\n</table>\n" + legend
 
 
-def _bars_figure(runs: list[RunScores], task_count: int):  # noqa: ANN202 (Figure)
-    """Draw one horizontal bar of mean Q per run, highest at the top; runs missing tasks in grey."""
-    figure_module = import_optional("matplotlib.figure", "drawing the report")
+def _bars(runs: list[RunScores], task_count: int) -> str:
+    """Render one horizontal bar of mean Q per run as inline SVG, highest first; runs missing tasks in grey."""
     ordered = sorted(runs, key=lambda run: (-_finite_or(run.overall_q, -math.inf), run.experiment))
     values = [_finite_or(run.overall_q, 0.0) for run in ordered]
-    complete = [len(run.task_q) == task_count for run in ordered]
-    figure = figure_module.Figure(figsize=(7.5, max(2.0, 0.35 * len(ordered) + 1.2)))
-    axes = figure.add_subplot()
-    positions = np.arange(len(ordered))
-    axes.barh(positions, values, color=[COMPLETE_COLOUR if whole else MISSING_COLOUR for whole in complete])
-    for position, value, run, whole in zip(positions, values, ordered, complete, strict=True):
-        label = f" {run.overall_q:.2f} " + ("" if whole else f"({len(run.task_q)} of {task_count} tasks) ")
-        axes.text(value, position, label, va="center", ha="left" if value >= 0 else "right", fontsize=8)
-    axes.set_yticks(positions, labels=[run.experiment for run in ordered], fontsize=8)
-    axes.invert_yaxis()
-    axes.axvline(0.0, color="black", linewidth=0.8)
-    axes.margins(x=0.25)
-    axes.set_xlabel("Mean Q over the run's tasks")
-    figure.tight_layout()
-    return figure
+    low, high = min(0.0, *values), max(0.0, *values)
+    span = (high - low) or 1.0
+    label_width, plot_width, value_width, row_height = 220, 480, 170, 22
+    zero = label_width + plot_width * (0.0 - low) / span
+    parts = []
+    for index, (run, value) in enumerate(zip(ordered, values, strict=True)):
+        top = 6 + index * row_height
+        whole = len(run.task_q) == task_count
+        left = zero + min(0.0, value) * plot_width / span
+        width = abs(value) * plot_width / span
+        colour = COMPLETE_COLOUR if whole else MISSING_COLOUR
+        label = f"{_number(run.overall_q)}" + ("" if whole else f" ({len(run.task_q)} of {task_count} tasks)")
+        parts.append(
+            f'<text x="{label_width - 6}" y="{top + 15}" text-anchor="end">{html.escape(run.experiment)}</text>'
+            f'<rect x="{left:.1f}" y="{top + 2}" width="{width:.1f}" height="{row_height - 6}" fill="{colour}">'
+            f"<title>{html.escape(run.experiment)}: {label}</title></rect>"
+            f'<text x="{label_width + plot_width + 6}" y="{top + 15}">{html.escape(label)}</text>'
+        )
+    height = 12 + len(ordered) * row_height
+    axis = f'<line x1="{zero:.1f}" y1="2" x2="{zero:.1f}" y2="{height - 4}" stroke="#000"/>'
+    return (
+        f'<svg class="bars" xmlns="http://www.w3.org/2000/svg" width="{label_width + plot_width + value_width}" '
+        f'height="{height}" font-size="12" role="img" aria-label="Mean Q per run">'
+        + "".join(parts) + axis + "</svg>"
+    )
 
 
 def _finite_or(value: float, fallback: float) -> float:
     """Return ``value`` unless it is NaN."""
     return fallback if math.isnan(value) else value
-
-
-def _image(figure, description: str) -> str:  # noqa: ANN001 (Figure)
-    """Render a figure as an embedded PNG ``<img>``."""
-    backend = import_optional("matplotlib.backends.backend_agg", "drawing the report")
-    backend.FigureCanvasAgg(figure)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img alt="{html.escape(description)}" src="data:image/png;base64,{encoded}">'
 
 
 def _leaderboard_table(runs: list[RunScores], tasks: list[str], leaderboard: Leaderboard) -> str:
@@ -225,7 +233,10 @@ table {{ border-collapse: collapse; font-size: 0.9em; }}
 th, td {{ border: 1px solid #bbb; padding: 0.3em 0.6em; text-align: right; }}
 th {{ background: #eee; }}
 td:nth-child(2) {{ text-align: left; }}
-img {{ max-width: 100%; }}
+table.heatmap td {{ text-align: center; min-width: 4em; }}
+table.heatmap th {{ text-align: left; }}
+p.legend span {{ padding: 0.1em 0.5em; }}
+svg.bars {{ max-width: 100%; height: auto; }}
 </style>
 </head>
 <body>

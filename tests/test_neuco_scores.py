@@ -143,3 +143,34 @@ def test_task_normalised_scores_per_column():
     assert normalised[0, 2] == 0.0
     assert np.isnan(normalised[1, 2])
     assert normalised[2, 2] == 1.0
+
+
+def test_heatmap_colours_red_to_green():
+    from fusedeo.neuco.report import MISSING_COLOUR, colour_of
+
+    assert colour_of(0.0) == "#d7191c"
+    assert colour_of(0.5) == "#ffffbf"
+    assert colour_of(1.0) == "#1a9641"
+    # Halfway between the first two anchors, red and orange.
+    assert colour_of(0.125) == "#ea643e"
+    assert colour_of(float("nan")) == MISSING_COLOUR
+
+
+def test_report_cells_coloured_by_task_rank(tmp_path):
+    from fusedeo.neuco.report import write_report
+    from fusedeo.neuco.scores import RunScores, rank_runs
+
+    runs = [
+        RunScores("low", {"a": 1.0, "b": 4.0}, {"a": 0.1, "b": 0.4}, "neuco"),
+        RunScores("high", {"a": 9.0, "b": 2.0}, {"a": 0.9, "b": 0.2}, "neuco"),
+        RunScores("partial", {"a": 5.0}, {"a": 0.5}, "neuco"),
+    ]
+    text = write_report(tmp_path / "report.html", "dev", runs, rank_runs(runs)).read_text()
+    assert "<th>low</th>" in text
+    assert '<td style="background:#d7191c;color:#fff">1.0</td>' in text
+    assert '<td style="background:#1a9641;color:#fff">9.0</td>' in text
+    assert '<td style="background:#ffffbf;color:#000">5.0</td>' in text
+    assert '<td style="background:#bdbdbd;color:#000">–</td>' in text
+    assert text.count("<rect ") == 3
+    assert "5.00 (1 of 2 tasks)" in text
+    assert "data:image" not in text
