@@ -79,6 +79,7 @@ def config_from_arguments(arguments: argparse.Namespace) -> EvaluationConfig:
         standardize=not arguments.no_standardize,
         normalize_labels=not arguments.no_normalize_labels,
         workers=arguments.workers,
+        fork_reader=True,
     )
 
 

@@ -1,7 +1,9 @@
 """Score an embeddings CSV on a labels folder: read, probe every task, write results, leaderboard and report."""
 
+import multiprocessing
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -9,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..errors import InputError, MissingFileError
+from ..errors import InputError, MissingFileError, import_optional
 from ..reporting import LoggingReporter, Reporter
 from . import inputs
 from .linear_probe import LinearProbeSettings
@@ -50,6 +52,10 @@ class EvaluationConfig:
         linear: Training settings of the ``neuco`` probe.
         workers: CPU threads to probe on; None uses torch's intra-op thread
             count (the number of cores by default).
+        fork_reader: Parse the embeddings CSV in a forked process while this
+            one imports torch, which saves about a second on two cores. Only
+            for a process that has started no threads, such as the command
+            line: forking QGIS or another threaded program is unsafe.
     """
 
     embeddings_csv: Path
@@ -67,6 +73,7 @@ class EvaluationConfig:
     normalize_labels: bool = True
     linear: LinearProbeSettings = field(default_factory=LinearProbeSettings)
     workers: int | None = None
+    fork_reader: bool = False
 
 
 @dataclass(frozen=True)
@@ -187,9 +194,11 @@ def load_tasks(config: EvaluationConfig, reporter: Reporter) -> tuple[inputs.Emb
     # Standardisation statistics cover the ids of every task, as in NeuCo-Bench, even with a task filter.
     keep_ids = {row_id for label_file in label_files for row_id in label_file.ids}
     exclude_ids = inputs.read_exclude_file(Path(config.exclude_file)) if config.exclude_file else None
-    embeddings = inputs.read_embeddings(
-        Path(config.embeddings_csv), keep_ids, reporter, config.embedding_dim, exclude_ids
-    )
+    read_arguments = (Path(config.embeddings_csv), keep_ids, reporter, config.embedding_dim, exclude_ids)
+    if config.fork_reader and "fork" in multiprocessing.get_all_start_methods():
+        embeddings = _read_while_importing_torch(read_arguments)
+    else:
+        embeddings = inputs.read_embeddings(*read_arguments)
     if config.standardize and len(embeddings.ids):
         values, mean, std = inputs.standardize(embeddings.values)
         embeddings = inputs.Embeddings(embeddings.path, embeddings.ids, values, embeddings.file_dim)
@@ -202,6 +211,20 @@ def load_tasks(config: EvaluationConfig, reporter: Reporter) -> tuple[inputs.Emb
             "see the warnings above for the reason per task."
         )
     return embeddings, tasks
+
+
+def _read_while_importing_torch(read_arguments: tuple[Any, ...]) -> inputs.Embeddings:
+    """Run :func:`inputs.read_embeddings` in a forked process and import torch meanwhile.
+
+    Parsing the CSV and importing torch each take about a second and each
+    hold one interpreter lock, so two processes do both at once. The child's
+    messages go to the inherited logging handlers; its errors are raised here.
+    """
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as executor:
+        future = executor.submit(inputs.read_embeddings, *read_arguments)
+        import_optional("torch", "probing embeddings")
+        return future.result()
 
 
 def run_config(config: EvaluationConfig) -> dict[str, Any]:

@@ -77,6 +77,27 @@ def test_evaluate_neuco_is_deterministic(tmp_path, benchmark_files):
         np.testing.assert_allclose(first, single_thread, rtol=1e-6)
 
 
+def test_forked_reader_gives_same_scores(tmp_path, benchmark_files):
+    csv_path, labels = benchmark_files
+    scores = []
+    for fork_reader in (False, True):
+        config = EvaluationConfig(csv_path, labels, tmp_path / f"out{fork_reader}", probe="ridge", k_folds=3,
+                                  fork_reader=fork_reader)
+        scores.append([score.fold_scores for score in evaluate(config, LoggingReporter("test")).task_scores])
+    for in_process, forked in zip(*scores, strict=True):
+        np.testing.assert_array_equal(in_process, forked)
+
+
+def test_forked_reader_raises_child_error(tmp_path, benchmark_files):
+    _, labels = benchmark_files
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,0\na,1\n")
+    config = EvaluationConfig(bad, labels, tmp_path / "out", fork_reader=True)
+    with pytest.raises(InputError, match=r"bad.csv.*no 'id' column"):
+        evaluate(config, LoggingReporter("test"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_evaluate_second_run_is_ranked_in_the_phase(tmp_path, benchmark_files):
     csv_path, labels = benchmark_files
     for name in ("first", "second"):
