@@ -196,7 +196,7 @@ def load_tasks(config: EvaluationConfig, reporter: Reporter) -> tuple[inputs.Emb
     exclude_ids = inputs.read_exclude_file(Path(config.exclude_file)) if config.exclude_file else None
     read_arguments = (Path(config.embeddings_csv), keep_ids, reporter, config.embedding_dim, exclude_ids)
     if config.fork_reader and "fork" in multiprocessing.get_all_start_methods():
-        embeddings = _read_while_importing_torch(read_arguments)
+        embeddings = _read_while_importing_torch(read_arguments, config.probe)
     else:
         embeddings = inputs.read_embeddings(*read_arguments)
     if config.standardize and len(embeddings.ids):
@@ -213,17 +213,22 @@ def load_tasks(config: EvaluationConfig, reporter: Reporter) -> tuple[inputs.Emb
     return embeddings, tasks
 
 
-def _read_while_importing_torch(read_arguments: tuple[Any, ...]) -> inputs.Embeddings:
+def _read_while_importing_torch(read_arguments: tuple[Any, ...], probe: str) -> inputs.Embeddings:
     """Run :func:`inputs.read_embeddings` in a forked process and import torch meanwhile.
 
     Parsing the CSV and importing torch each take about a second and each
-    hold one interpreter lock, so two processes do both at once. The child's
+    hold one interpreter lock, so two processes do both at once. The
+    ``neuco`` probe's compiled kernel is loaded in the same wait. The child's
     messages go to the inherited logging handlers; its errors are raised here.
     """
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as executor:
         future = executor.submit(inputs.read_embeddings, *read_arguments)
         import_optional("torch", "probing embeddings")
+        if probe == "neuco":
+            from . import probe_kernel
+
+            probe_kernel.load()
         return future.result()
 
 

@@ -5,11 +5,10 @@ NeuCo-Bench (``benchmark/evaluation/probes/linear.py``) trains one
 mini-batches drawn by a ``DataLoader`` over a ``SubsetRandomSampler``, scores
 it on the held-out rows after every epoch, and keeps the best epoch's score.
 Here the weights of all splits (or of one group of splits per CPU thread)
-form one ``(folds, dim + 1)`` tensor. Each step gathers the mini-batch of
-every split, computes all gradients with batched matrix products and updates
-all weights with one elementwise AdamW step. AdamW acts per element and every
-split takes the same number of steps, so this equals training the splits one
-after the other.
+form one ``(folds, dim + 1)`` array, trained by the compiled loop of
+:mod:`.probe_kernel`, which runs the same mini-batch steps and AdamW updates
+split after split. The splits do not interact, so this equals training them
+one after the other in the reference.
 
 The random draws repeat the reference's, from one generator seeded once per
 run. Per split, the layer's initial weight and bias are drawn first. Then,
@@ -33,8 +32,6 @@ from .protocol import ADAMW_WEIGHT_DECAY, fold_scores
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPSILON = 1e-8
-FOLD_CHUNK = 10
-"""Splits whose mini-batches are gathered at once; 10 batches of 64 rows × 1024 dims take 2.6 MB."""
 
 
 @dataclass(frozen=True)
@@ -117,17 +114,18 @@ def draw_initial_state(
     return InitialState(weights, orders)
 
 
-def probe_inputs(features: np.ndarray):  # noqa: ANN201 (torch.Tensor)
+def probe_inputs(features: np.ndarray) -> np.ndarray:
     """Return the task's embeddings with a column of ones appended, ``(samples, dim + 1)`` float32.
 
     The ones column carries the bias, so one product gives weight·x + bias.
     """
-    torch = import_optional("torch", "training the neuco probe")
-    return torch.cat([torch.from_numpy(features), torch.ones(len(features), 1)], dim=1)
+    inputs = np.ones((len(features), features.shape[1] + 1), dtype=np.float32)
+    inputs[:, :-1] = features
+    return inputs
 
 
 def train_linear_probes(
-    inputs: Any,
+    inputs: np.ndarray,
     labels: np.ndarray,
     task_type: str,
     train_rows: np.ndarray,
@@ -141,7 +139,7 @@ def train_linear_probes(
 
     Args:
         inputs: The task's standardised embeddings from :func:`probe_inputs`
-            ``(samples, dim + 1)``; several threads may share them.
+            ``(samples, dim + 1)`` float32; several threads may share them.
         labels: Targets ``(samples,)``: normalised values, or 0 and 1.
         task_type: ``"regression"`` (MSE loss, R²) or ``"classification"``
             (BCE-with-logits loss, F1 at logit > 0).
@@ -159,22 +157,28 @@ def train_linear_probes(
         RunCancelledError: If the reporter is cancelled.
     """
     torch = import_optional("torch", "training the neuco probe")
-    weights = initial_state.weights.clone()
-    orders = initial_state.orders
+    from . import probe_kernel
 
-    targets = torch.from_numpy(labels.astype(np.float32))
-    train_index = torch.from_numpy(train_rows)
-    test_index = torch.from_numpy(test_rows)
+    weights = initial_state.weights.numpy().copy()
+    first_moment = np.zeros_like(weights)
+    second_moment = np.zeros_like(weights)
+    orders = initial_state.orders.numpy()
+    targets = labels.astype(np.float32)
     test_targets = labels[test_rows]
-    optimizer = _BatchedAdamW(weights, settings)
+    classification = task_type == "classification"
+    inputs_tensor = torch.from_numpy(inputs)
     epoch_scores = np.empty((settings.epochs, len(train_rows)))
-
+    steps = 0
     for epoch in range(settings.epochs):
         # Sample order of this epoch, per split: (folds, train_size) rows of the task.
-        order = torch.gather(train_index, 1, orders[:, epoch].long())
-        _train_epoch(inputs, targets, order, task_type, optimizer, settings.batch_size)
-        predictions = (inputs @ weights.T).T  # (folds, samples)
-        held_out = torch.gather(predictions, 1, test_index).numpy()
+        order = np.take_along_axis(train_rows, orders[:, epoch].astype(np.int64), axis=1)
+        steps = probe_kernel.train_epoch(
+            inputs, targets, order, weights, first_moment, second_moment, steps, classification,
+            settings.batch_size, settings.learning_rate, settings.weight_decay, ADAM_BETAS[0], ADAM_BETAS[1],
+            ADAM_EPSILON,
+        )
+        predictions = (inputs_tensor @ torch.from_numpy(weights).T).T.numpy()  # (folds, samples)
+        held_out = np.take_along_axis(predictions, test_rows, axis=1)
         epoch_scores[epoch] = fold_scores(task_type, test_targets, held_out)
         if on_epoch is not None:
             on_epoch()
@@ -182,70 +186,6 @@ def train_linear_probes(
             raise RunCancelledError("Evaluation cancelled during probe training.")
 
     return _best_epochs(epoch_scores)
-
-
-def _train_epoch(inputs, targets, order, task_type: str, optimizer: "_BatchedAdamW", batch_size: int) -> None:  # noqa: ANN001 (torch tensors)
-    """Run one epoch of mini-batch steps for every split.
-
-    Args:
-        inputs: The task's embeddings with a column of ones ``(samples, dim + 1)``.
-        targets: The task's targets ``(samples,)``.
-        order: Rows of each split in this epoch's order ``(folds, train_size)``.
-        task_type: ``"regression"`` or ``"classification"``.
-        optimizer: Holds the weights ``(folds, dim + 1)`` and updates them.
-        batch_size: Rows per mini-batch; the last batch of an epoch may be smaller.
-    """
-    torch = import_optional("torch", "training the neuco probe")
-    fold_count, train_size = order.shape
-    weights = optimizer.weights
-    gradient = torch.empty_like(weights)
-    chunks = [slice(start, min(start + FOLD_CHUNK, fold_count)) for start in range(0, fold_count, FOLD_CHUNK)]
-    # The gathered mini-batches of one chunk stay in the CPU cache between the two products.
-    batch_buffer = torch.empty(min(FOLD_CHUNK, fold_count) * batch_size, inputs.shape[1])
-    ordered_targets = targets[order]
-    for start in range(0, train_size, batch_size):
-        batch_rows = order[:, start : start + batch_size]
-        batch_targets = ordered_targets[:, start : start + batch_size]
-        rows_per_split = batch_rows.shape[1]
-        for chunk in chunks:
-            chunk_rows = batch_rows[chunk]
-            batch = torch.index_select(
-                inputs, 0, chunk_rows.reshape(-1), out=batch_buffer[: chunk_rows.numel()]
-            ).view(len(chunk_rows), rows_per_split, -1)
-            logits = torch.bmm(weights[chunk].unsqueeze(1), batch.transpose(1, 2))  # (chunk, 1, batch)
-            # Gradient of the batch-mean loss with respect to the logits.
-            if task_type == "classification":
-                logit_gradient = (torch.sigmoid(logits) - batch_targets[chunk].unsqueeze(1)) / rows_per_split
-            else:
-                logit_gradient = (logits - batch_targets[chunk].unsqueeze(1)) * (2.0 / rows_per_split)
-            torch.bmm(logit_gradient, batch, out=gradient[chunk].unsqueeze(1))
-        optimizer.step(gradient)
-
-
-class _BatchedAdamW:
-    """AdamW over a ``(folds, dim + 1)`` weight tensor, with torch.optim.AdamW's single-tensor arithmetic."""
-
-    def __init__(self, weights, settings: LinearProbeSettings) -> None:  # noqa: ANN001 (torch.Tensor)
-        """Update ``weights`` in place with the settings' learning rate and weight decay."""
-        torch = import_optional("torch", "training the neuco probe")
-        self.weights = weights
-        self.settings = settings
-        self.first_moment = torch.zeros_like(weights)
-        self.second_moment = torch.zeros_like(weights)
-        self.step_count = 0
-
-    def step(self, gradient) -> None:  # noqa: ANN001 (torch.Tensor)
-        """Apply one AdamW step."""
-        self.step_count += 1
-        beta1, beta2 = ADAM_BETAS
-        learning_rate = self.settings.learning_rate
-        self.weights.mul_(1.0 - learning_rate * self.settings.weight_decay)
-        self.first_moment.lerp_(gradient, 1.0 - beta1)
-        self.second_moment.mul_(beta2).addcmul_(gradient, gradient, value=1.0 - beta2)
-        bias_correction1 = 1.0 - beta1**self.step_count
-        bias_correction2_sqrt = (1.0 - beta2**self.step_count) ** 0.5
-        denominator = (self.second_moment.sqrt() / bias_correction2_sqrt).add_(ADAM_EPSILON)
-        self.weights.addcdiv_(self.first_moment, denominator, value=-learning_rate / bias_correction1)
 
 
 def _best_epochs(epoch_scores: np.ndarray) -> FoldResults:
