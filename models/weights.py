@@ -116,7 +116,9 @@ def check_licence_accepted(info: WeightsInfo, accept_licence: bool) -> None:
 
 
 def _format_size(size_bytes: int) -> str:
-    """Return ``size_bytes`` as bytes plus a rounded MB/GB figure."""
+    """Return ``size_bytes`` as bytes plus a rounded MB/GB figure; 0 means the size is not published."""
+    if size_bytes <= 0:
+        return "size not published"
     if size_bytes >= 1_000_000_000:
         return f"{size_bytes:,} bytes ({size_bytes / 1e9:.2f} GB)"
     return f"{size_bytes:,} bytes ({size_bytes / 1e6:.1f} MB)"
@@ -131,9 +133,9 @@ def require_known_hash(info: WeightsInfo) -> None:
     Raises:
         ChecksumMismatchError: If the entry has fewer than 8 hex digits of sha256.
     """
-    if len(info.sha256) < MIN_HASH_PREFIX_LENGTH or info.size_bytes <= 0:
+    if len(info.sha256) < MIN_HASH_PREFIX_LENGTH:
         raise ChecksumMismatchError(
-            f"{info.file_name}: the manifest has no verified sha256 and size for this checkpoint yet, so "
+            f"{info.file_name}: the manifest has no verified sha256 for this checkpoint yet, so "
             "FusedEO cannot verify the file and does not use it. Choose an encoder whose checkpoint "
             "is verified, or update FusedEO once the hash is published."
         )
@@ -184,7 +186,7 @@ class WeightStore:
         """
         require_known_hash(info)
         size = path.stat().st_size
-        if size != info.size_bytes:
+        if info.size_bytes > 0 and size != info.size_bytes:
             raise ChecksumMismatchError(
                 f"The {source} {path} for {info.file_name} has {size:,} bytes, but the "
                 f"manifest expects {info.size_bytes:,} bytes. The file is truncated or is "
@@ -230,7 +232,8 @@ class WeightStore:
         stat = path.stat()
         expected = info.sha256.lower()
         return (
-            stamp.get("size_bytes") == stat.st_size == info.size_bytes
+            stamp.get("size_bytes") == stat.st_size
+            and info.size_bytes in (0, stat.st_size)
             and stamp.get("mtime_ns") == stat.st_mtime_ns
             and str(stamp.get("sha256", "")).startswith(expected)
         )
@@ -348,8 +351,17 @@ class WeightStore:
             try:
                 return self.resolve(info)
             except ChecksumMismatchError as err:
+                if info.size_bytes <= 0:
+                    raise
                 self.reporter.warning(f"{err} Downloading it again.")
                 target.unlink()
+        if info.size_bytes <= 0:
+            # Resuming and the truncation check need the size; the hash check alone still works on an import.
+            raise DownloadError(
+                f"{info.file_name}: the manifest has no size for this checkpoint, so FusedEO does not download "
+                f"it. Download {info.url} yourself and import it with fusedeo:downloadweights (SOURCE_FILE); "
+                f"the file is checked against its published sha256 prefix {info.sha256}."
+            )
         self.folder.mkdir(parents=True, exist_ok=True)
         part = target.with_name(target.name + ".part")
         self.reporter.info(f"Downloading {info.url} ({_format_size(info.size_bytes)}) to {target}.")

@@ -81,6 +81,17 @@ def test_manifest_pins_croma_and_dofa():
     assert manifest["dofa"].licence == "CC-BY-4.0"
 
 
+def test_manifest_pins_copernicusfm_and_prithvi():
+    manifest = known_weights(["copernicusfm", "prithvi"])
+    for info in manifest.values():
+        assert re.fullmatch(r"[0-9a-f]{64}", info.sha256)
+    # torchgeo re-hosts the same Copernicus-FM bytes under a name with the hash's first 8 digits.
+    assert manifest["copernicusfm"].sha256.startswith("085350e4")
+    assert manifest["copernicusfm"].size_bytes == 557_931_327
+    assert manifest["prithvi"].size_bytes == 1_326_658_396
+    assert re.search(r"/resolve/[0-9a-f]{40}/Prithvi_EO_V2_300M.pt$", manifest["prithvi"].url)
+
+
 def test_environment_variable_overrides_folder(weights_dir: Path, tmp_path: Path):
     store = WeightStore(tmp_path / "plugin-default")
     assert store.folder == weights_dir
@@ -234,6 +245,37 @@ def test_prefix_hash_is_checked_and_reported(weights_dir: Path, payload: Path):
     (weights_dir / payload.name).unlink()
     with pytest.raises(ChecksumMismatchError, match="expects 00000000"):
         store.import_local(wrong, payload)
+
+
+def test_entry_without_size_imports_by_prefix(weights_dir: Path, payload: Path, server: FileServer):
+    full = weights_entry(payload, server.url("/" + payload.name))
+    info = WeightsInfo(full.file_name, full.url, full.sha256[:8], 0, full.licence)
+    store, reporter = store_for(weights_dir)
+    with pytest.raises(DownloadError, match=r"the manifest has no size for this checkpoint, so FusedEO does not "
+                                            r"download it\. Download .* yourself and import it with "
+                                            r"fusedeo:downloadweights \(SOURCE_FILE\)"):
+        store.download(info)
+    assert list(weights_dir.iterdir()) == []
+    with pytest.raises(MissingFileError, match=r"\(size not published, licence"):
+        store.resolve(info)
+
+    path = store.import_local(info, payload)
+    assert path.read_bytes() == payload.read_bytes()
+    assert any("only the first 8 hex digits" in text for kind, text in reporter.messages if kind == "warning")
+    assert store.resolve(info) == path
+    assert store.download(info) == path
+
+    wrong = WeightsInfo(full.file_name, full.url, "00000000", 0, full.licence)
+    with pytest.raises(ChecksumMismatchError, match="expects 00000000"):
+        store.resolve(wrong)
+
+
+def test_scalemae_entry_checks_published_prefix():
+    from fusedeo.models.encoders import scalemae
+
+    info = scalemae.CARD.weights
+    assert info.sha256 == "98ed9821"
+    assert info.file_name.endswith(f"-{info.sha256}.pth")
 
 
 def test_non_commercial_licence_needs_acceptance(weights_dir: Path, payload: Path, server: FileServer):
@@ -396,9 +438,9 @@ def test_entry_without_hash_is_never_used(tmp_path: Path, monkeypatch: pytest.Mo
     info = dataclasses.replace(copernicusfm.CARD.weights, sha256="", size_bytes=12)
     (tmp_path / info.file_name).write_bytes(b"twelve bytes")
     store = WeightStore(tmp_path)
-    with pytest.raises(ChecksumMismatchError, match="the manifest has no verified sha256 and size"):
+    with pytest.raises(ChecksumMismatchError, match="the manifest has no verified sha256 for this checkpoint"):
         store.resolve(info)
-    with pytest.raises(ChecksumMismatchError, match="the manifest has no verified sha256 and size"):
+    with pytest.raises(ChecksumMismatchError, match="the manifest has no verified sha256 for this checkpoint"):
         store.download(info)
 
 

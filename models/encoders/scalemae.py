@@ -40,10 +40,10 @@ CARD = EncoderCard(
             "9dc7f569424baeb780698352cf6e87638c882123/"
             "vit_large_patch16_224_fmow_rgb_scalemae-98ed9821.pth"
         ),
-        # TODO: fill the full sha256 and byte size from the published file
-        # before the weight store accepts it. The file name carries only the
-        # first 8 hex digits of the hash (98ed9821).
-        sha256="",
+        # NOTE: torchgeo publishes only the first 8 hex digits of the sha256
+        # (in the file name) and no byte size, so the store checks that prefix
+        # and does not download the file itself: import it with SOURCE_FILE.
+        sha256="98ed9821",
         size_bytes=0,
         licence="CC-BY-NC-4.0 (non-commercial use only)",
     ),
