@@ -2,6 +2,7 @@
 
 import multiprocessing
 import shutil
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -195,7 +196,8 @@ def load_tasks(config: EvaluationConfig, reporter: Reporter) -> tuple[inputs.Emb
     keep_ids = {row_id for label_file in label_files for row_id in label_file.ids}
     exclude_ids = inputs.read_exclude_file(Path(config.exclude_file)) if config.exclude_file else None
     read_arguments = (Path(config.embeddings_csv), keep_ids, reporter, config.embedding_dim, exclude_ids)
-    if config.fork_reader and "fork" in multiprocessing.get_all_start_methods():
+    # macOS offers fork too, but system frameworks there are not fork-safe.
+    if config.fork_reader and sys.platform.startswith("linux"):
         embeddings = _read_while_importing_torch(read_arguments, config.probe)
     else:
         embeddings = inputs.read_embeddings(*read_arguments)
