@@ -12,4 +12,7 @@ fi
 source "$root/scripts/env.sh"
 cd "$root"
 trap 'rm -rf "$FUSEDEO_RUNTIME_DIR"' EXIT
-"$root/.venv/bin/python" -m pytest "$@"
+# A base folder of this run's own: with the retention policy "none" in
+# pytest.ini, a pytest session that ends deletes the shared
+# /tmp/pytest-of-<user> folders, including those of a run still going.
+"$root/.venv/bin/python" -m pytest --basetemp="$FUSEDEO_RUNTIME_DIR/pytest" "$@"
