@@ -316,6 +316,12 @@ def read_embeddings(
         excluded = ids.isin(exclude_ids).to_numpy()
         reporter.info(f"Excluded {int((keep & excluded).sum())} labelled ids listed in the exclude file.")
         keep &= ~excluded
+    if not keep.any():
+        reason = "has a label and is not in the exclude file" if exclude_ids else "has a label"
+        raise InputError(
+            f"embeddings CSV {path}: none of its {len(ids)} ids {reason} (first ids: {ids.head(3).tolist()}). "
+            "Ids are compared with the label files' ids after removing '.zarr.zip' and '.zarr'."
+        )
     frame = frame.loc[keep]
     kept_ids = ids[keep]
     duplicated = kept_ids.duplicated(keep=False).to_numpy()
@@ -346,8 +352,9 @@ def _numeric_values(frame, path: Path, reporter: Reporter, pandas) -> np.ndarray
         if bad.to_numpy().any():
             column = bad.any().idxmax()
             row_label = bad[column].idxmax()
+            count = int(bad.to_numpy().sum())
             reporter.warning(
-                f"{path.name}: {int(bad.to_numpy().sum())} cells are not numbers "
+                f"embeddings CSV {path}: {_cells(count)} not a number "
                 f"(for example line {row_label + 2}, column '{column}': '{frame.at[row_label, column]}')."
             )
         frame = frame.copy()
@@ -357,10 +364,16 @@ def _numeric_values(frame, path: Path, reporter: Reporter, pandas) -> np.ndarray
     missing = ~np.isfinite(values)
     if missing.any():
         reporter.warning(
-            f"{path.name}: {int(missing.sum())} cells are empty, NaN, infinite or not numbers; they are read as 0."
+            f"embeddings CSV {path}: {_cells(int(missing.sum()))} empty, NaN, infinite or not a number; "
+            "such cells are read as 0."
         )
         values[missing] = 0.0
     return values
+
+
+def _cells(count: int) -> str:
+    """Return "1 cell is" or "N cells are"."""
+    return "1 cell is" if count == 1 else f"{count} cells are"
 
 
 def standardize(values: np.ndarray) -> tuple[np.ndarray, float, float]:

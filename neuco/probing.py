@@ -1,5 +1,6 @@
 """Run the probes of every task on worker threads and collect their scores."""
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +19,9 @@ from .ridge_probe import RELATIVE_ALPHAS, fit_ridge_splits
 from .scores import TaskScore
 
 TaskDetails = dict[str, dict[str, Any]]
+
+MIN_TRAINING_STEPS = 100
+"""AdamW steps per split below which the ``neuco`` probe is reported as barely trained."""
 
 
 def probe_tasks(
@@ -99,6 +103,7 @@ def _probe_neuco(
     futures: list[Future] = []
     for task in tasks:
         train_rows, test_rows = shuffle_splits(len(task.rows), k_folds)
+        _warn_if_barely_trained(task.name, train_rows.shape[1], linear, reporter)
         # Draws are made in task-name order on this thread, so they repeat the reference's sequence.
         state = draw_initial_state(generator, k_folds, values.shape[1], train_rows.shape[1], test_rows.shape[1], linear)
         futures += [
@@ -122,6 +127,17 @@ def _probe_neuco(
             "mean_score_per_epoch": np.nanmean(result.epoch_scores, axis=1).tolist(),
         }
     return scores, details
+
+
+def _warn_if_barely_trained(task_name: str, train_size: int, linear: LinearProbeSettings, reporter: Reporter) -> None:
+    """Warn when a task's splits give the probe too few AdamW steps for its Q to mean much."""
+    steps = math.ceil(train_size / linear.batch_size) * linear.epochs
+    if steps < MIN_TRAINING_STEPS:
+        reporter.warning(
+            f"{task_name}: {train_size} training rows per split give the probe only {steps} AdamW steps "
+            f"({linear.epochs} epochs of batches of {linear.batch_size}), so it is barely trained and its Q says "
+            "little about the embeddings. Label more samples, or compare with the ridge probe."
+        )
 
 
 def _train_group(

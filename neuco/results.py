@@ -139,6 +139,8 @@ def write_leaderboard_csv(path: Path, leaderboard: Leaderboard, runs: list[RunSc
     Columns: ``experiment, mean_score, weighted_score, aggregated_rank``,
     ``q::<task>`` per task, ``acc::<task>`` per task, ``overall_q_score`` and
     ``overall_acc_score``. ``mean_score`` is the mean Q over the ranked tasks.
+    A last column ``probe``, which NeuCo-Bench's leaderboard does not have,
+    shows which runs are comparable.
     """
     by_name = {run.experiment: run for run in runs}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +150,7 @@ def write_leaderboard_csv(path: Path, leaderboard: Leaderboard, runs: list[RunSc
             ["experiment", "mean_score", "weighted_score", "aggregated_rank"]
             + [f"q::{task}" for task in leaderboard.tasks]
             + [f"acc::{task}" for task in leaderboard.tasks]
-            + ["overall_q_score", "overall_acc_score"]
+            + ["overall_q_score", "overall_acc_score", "probe"]
         )
         for row in leaderboard.rows:
             run = by_name[row.experiment]
@@ -156,6 +158,6 @@ def write_leaderboard_csv(path: Path, leaderboard: Leaderboard, runs: list[RunSc
                 [row.experiment, row.mean_q, row.weighted_score, row.aggregated_rank]
                 + [run.task_q[task] for task in leaderboard.tasks]
                 + [run.task_mean.get(task, "") for task in leaderboard.tasks]
-                + [run.overall_q, run.overall_mean]
+                + [run.overall_q, run.overall_mean, run.probe]
             )
     return path

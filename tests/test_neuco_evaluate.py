@@ -77,6 +77,15 @@ def test_evaluate_neuco_is_deterministic(tmp_path, benchmark_files):
         np.testing.assert_allclose(first, single_thread, rtol=1e-6)
 
 
+def test_small_task_warns_probe_barely_trained(tmp_path, benchmark_files):
+    csv_path, labels = benchmark_files
+    reporter = LoggingReporter("test")
+    evaluate(EvaluationConfig(csv_path, labels, tmp_path / "out", k_folds=3, tasks=("alpha",)), reporter)
+    warnings = [text for level, text in reporter.messages if level == "warning"]
+    assert any(text.startswith("alpha: 180 training rows per split give the probe only 30 AdamW steps")
+               for text in warnings)
+
+
 def test_forked_reader_gives_same_scores(tmp_path, benchmark_files):
     csv_path, labels = benchmark_files
     scores = []

@@ -75,8 +75,8 @@ def test_read_embeddings_nan_and_text_cells_become_zero(tmp_path, reporter):
     embeddings = inputs.read_embeddings(path, {"a", "b", "c"}, reporter)
     np.testing.assert_array_equal(embeddings.values, [[1, 0, 0], [0, 2, 3], [0, 4, 5]])
     warnings = [text for level, text in reporter.messages if level == "warning"]
-    assert any("1 cells are not numbers" in text and "'abc'" in text for text in warnings)
-    assert any("4 cells are empty, NaN, infinite or not numbers; they are read as 0" in text for text in warnings)
+    assert any("1 cell is not a number" in text and "'abc'" in text for text in warnings)
+    assert any("4 cells are empty, NaN, infinite or not a number; such cells are read as 0" in text for text in warnings)
 
 
 def test_read_embeddings_exclude_ids(tmp_path, reporter):
@@ -225,9 +225,10 @@ def test_error_labels_folder_without_csv(tmp_path, reporter):
 def test_error_no_overlapping_ids(tmp_path, reporter):
     csv_path = write_embeddings_csv(tmp_path / "e.csv", ["x1", "x2"], np.ones((2, 2)))
     label_file = inputs.read_label_file(write_labels(tmp_path / "labels", "t__regression.csv", [("a", "1")]))
-    embeddings = inputs.read_embeddings(csv_path, set(label_file.ids), reporter)
-    with pytest.raises(InputError, match=r"e\.csv and the label files share no ids"):
-        inputs.assemble_tasks(embeddings, [label_file], reporter)
+    with pytest.raises(InputError, match=r"e\.csv: none of its 2 ids has a label \(first ids: \['x1', 'x2'\]\)"):
+        inputs.read_embeddings(csv_path, set(label_file.ids), reporter)
+    with pytest.raises(InputError, match=r"none of its 2 ids has a label and is not in the exclude file"):
+        inputs.read_embeddings(csv_path, {"x1"}, reporter, exclude_ids={"x1"})
 
 
 def test_error_classification_with_three_classes(tmp_path, reporter):

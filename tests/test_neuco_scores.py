@@ -98,7 +98,9 @@ def test_run_files_and_leaderboard_csv(tmp_path):
     assert content["mean_score"] == pytest.approx(0.55)
     assert content["std_dev"] == pytest.approx(0.05)
     assert content["q_t"] == [0.5, 0.6]
-    summary = json.loads(results.write_run_summary(run_folder, "method_x", [task], {"k_folds": 2}, {}).read_text())
+    summary = json.loads(
+        results.write_run_summary(run_folder, "method_x", [task], {"k_folds": 2, "probe_type": "ridge"}, {}).read_text()
+    )
     assert summary["overall_q_score"] == pytest.approx(task.q)
     assert summary["task_acc_scores"] == {"biomass": pytest.approx(0.55)}
 
@@ -114,9 +116,10 @@ def test_run_files_and_leaderboard_csv(tmp_path):
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == [
         "experiment", "mean_score", "weighted_score", "aggregated_rank",
-        "q::biomass", "acc::biomass", "overall_q_score", "overall_acc_score",
+        "q::biomass", "acc::biomass", "overall_q_score", "overall_acc_score", "probe",
     ]
     assert [row["experiment"] for row in rows] == ["method_x", "old"]
+    assert [row["probe"] for row in rows] == ["ridge", ""]
 
 
 def test_new_run_folder_never_reuses_a_folder(tmp_path):
