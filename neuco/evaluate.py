@@ -53,10 +53,11 @@ class EvaluationConfig:
         linear: Training settings of the ``neuco`` probe.
         workers: CPU threads to probe on; None uses torch's intra-op thread
             count (the number of cores by default).
-        fork_reader: Parse the embeddings CSV in a forked process while this
-            one imports torch, which saves about a second on two cores. Only
-            for a process that has started no threads, such as the command
-            line: forking QGIS or another threaded program is unsafe.
+        fork_reader: For the ``neuco`` probe, parse the embeddings CSV in a
+            forked process while this one imports torch, which saves about a
+            second on two cores. Only for a process that has started no
+            threads, such as the command line: forking QGIS or another
+            threaded program is unsafe.
     """
 
     embeddings_csv: Path
@@ -197,8 +198,9 @@ def load_tasks(config: EvaluationConfig, reporter: Reporter) -> tuple[inputs.Emb
     exclude_ids = inputs.read_exclude_file(Path(config.exclude_file)) if config.exclude_file else None
     read_arguments = (Path(config.embeddings_csv), keep_ids, reporter, config.embedding_dim, exclude_ids)
     # macOS offers fork too, but system frameworks there are not fork-safe.
-    if config.fork_reader and sys.platform.startswith("linux"):
-        embeddings = _read_while_importing_torch(read_arguments, config.probe)
+    # Only the neuco probe imports torch; the ridge probe has nothing to overlap with the parsing.
+    if config.fork_reader and config.probe == "neuco" and sys.platform.startswith("linux"):
+        embeddings = _read_while_importing_torch(read_arguments)
     else:
         embeddings = inputs.read_embeddings(*read_arguments)
     if config.standardize and len(embeddings.ids):
@@ -215,7 +217,7 @@ def load_tasks(config: EvaluationConfig, reporter: Reporter) -> tuple[inputs.Emb
     return embeddings, tasks
 
 
-def _read_while_importing_torch(read_arguments: tuple[Any, ...], probe: str) -> inputs.Embeddings:
+def _read_while_importing_torch(read_arguments: tuple[Any, ...]) -> inputs.Embeddings:
     """Run :func:`inputs.read_embeddings` in a forked process and import torch meanwhile.
 
     Parsing the CSV and importing torch each take about a second and each
@@ -227,10 +229,9 @@ def _read_while_importing_torch(read_arguments: tuple[Any, ...], probe: str) -> 
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as executor:
         future = executor.submit(inputs.read_embeddings, *read_arguments)
         import_optional("torch", "probing embeddings")
-        if probe == "neuco":
-            from . import probe_kernel
+        from . import probe_kernel
 
-            probe_kernel.load()
+        probe_kernel.load()
         return future.result()
 
 

@@ -1,9 +1,11 @@
 """Run the probes of every task on worker threads and collect their scores."""
 
+import contextlib
 import math
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
@@ -35,15 +37,15 @@ def probe_tasks(
 ) -> tuple[list[TaskScore], TaskDetails]:
     """Probe every task, using ``workers`` CPU threads.
 
-    Work runs on Python threads with one torch thread each, because torch
-    releases the GIL in its kernels. The ``neuco`` probe gives each worker one
+    Work runs on Python threads with one math-library thread each, because
+    torch, numba's kernel and BLAS release the GIL. The ``neuco`` probe gives each worker one
     group of a task's splits, so the workers share the task's embeddings in
     the CPU cache. The ``ridge`` probe runs one group of tasks per worker.
     On a busy machine this is much faster than torch's own threads, whose
     synchronisation at every small operation stalls when a core is taken.
 
-    NOTE: torch's intra-op thread count is process-wide; it is set to 1
-    while the probes run and restored afterwards.
+    NOTE: torch's intra-op and BLAS thread counts are process-wide; they are
+    set to 1 while the probes run and restored afterwards.
 
     Args:
         values: Embeddings ``(rows, dim)`` that the tasks' rows index.
@@ -51,7 +53,8 @@ def probe_tasks(
         probe: ``"neuco"`` or ``"ridge"``.
         k_folds: Shuffle splits per task.
         linear: Training settings of the ``neuco`` probe.
-        workers: Threads to use; None uses torch's intra-op thread count.
+        workers: Threads to use; None uses torch's intra-op thread count
+            (``neuco``) or the number of usable CPUs (``ridge``).
         reporter: Receives progress and messages, and may cancel.
 
     Returns:
@@ -60,13 +63,10 @@ def probe_tasks(
     Raises:
         RunCancelledError: If the reporter is cancelled.
     """
-    torch = import_optional("torch", "probing embeddings")
-    workers = max(1, workers or torch.get_num_threads())
-    reporter.info(f"Probe {probe}: {len(tasks)} tasks, {k_folds} splits each, {workers} threads.")
     stoppable = _StoppableReporter(reporter)
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _one_thread_per_worker(probe) as default_workers:
+        workers = max(1, workers or default_workers)
+        reporter.info(f"Probe {probe}: {len(tasks)} tasks, {k_folds} splits each, {workers} threads.")
         with ThreadPoolExecutor(max_workers=workers) as executor:
             try:
                 if probe == "neuco":
@@ -79,9 +79,30 @@ def probe_tasks(
                 stoppable.stop()
                 executor.shutdown(wait=False, cancel_futures=True)
                 raise
-    finally:
-        torch.set_num_threads(previous_threads)
     return sorted(scores, key=lambda score: score.task_name), details
+
+
+@contextlib.contextmanager
+def _one_thread_per_worker(probe: str) -> Iterator[int]:
+    """Limit the math libraries to one thread each while the workers run; yield the default worker count.
+
+    The ``neuco`` probe uses torch for its draws and held-out products, so
+    torch's intra-op threads are limited and their count is the default. The
+    ``ridge`` probe uses numpy and scipy, whose BLAS threads are limited with
+    threadpoolctl, and the default is the number of CPUs this process may use.
+    """
+    if probe == "neuco":
+        torch = import_optional("torch", "probing embeddings")
+        previous_threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield previous_threads
+        finally:
+            torch.set_num_threads(previous_threads)
+    else:
+        threadpoolctl = import_optional("threadpoolctl", "fitting ridge probes")
+        with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+            yield len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _probe_neuco(

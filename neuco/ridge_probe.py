@@ -16,6 +16,7 @@ solution needs only the ``(test_size, test_size)`` system
 every split and penalty at once.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,47 +74,41 @@ def fit_ridge_splits(
     Raises:
         RunCancelledError: If the reporter is cancelled.
     """
-    torch = import_optional("torch", "fitting ridge probes")
+    linalg = import_optional("scipy.linalg", "fitting ridge probes")
     sample_count, dim = features.shape
     train_size = train_rows.shape[1]
-    targets = torch.from_numpy(
-        np.stack(
-            [
-                2.0 * task_labels - 1.0 if task_type == "classification" else task_labels
-                for task_labels, task_type in zip(labels, task_types, strict=True)
-            ],
-            axis=1,
-        ).astype(np.float32)
-    )  # (samples, tasks)
+    targets = np.stack(
+        [
+            2.0 * task_labels - 1.0 if task_type == "classification" else task_labels
+            for task_labels, task_type in zip(labels, task_types, strict=True)
+        ],
+        axis=1,
+    ).astype(np.float32)  # (samples, tasks)
 
     # Eigenbasis of the centred embeddings; the ones column then stays orthogonal to Z.
-    inputs = torch.from_numpy(features)
-    centred = inputs - inputs.mean(dim=0, dtype=torch.float64).to(torch.float32)
-    eigenvalues, eigenvectors = torch.linalg.eigh(centred.T @ centred)
-    eigenvalues = eigenvalues.clamp(min=0.0)
-    basis = _Basis(
-        rotated=torch.cat([centred @ eigenvectors, torch.ones(sample_count, 1)], dim=1),
-        eigenvalues=eigenvalues,
-        targets=targets,
-        train_size=train_size,
-    )
-    del centred
+    centred = features - features.mean(axis=0, dtype=np.float64).astype(np.float32)
+    gram = centred.T @ centred  # numpy computes a product with its own transpose as a symmetric rank-k update
+    eigenvalues, eigenvectors = linalg.eigh(gram, driver="evd", overwrite_a=True, check_finite=False)
+    eigenvalues = np.clip(eigenvalues, 0.0, None)
+    rotated = np.ones((sample_count, dim + 1), dtype=np.float32)
+    np.matmul(centred, eigenvectors, out=rotated[:, :dim])
+    del centred, gram
+    basis = _Basis(rotated=rotated, eigenvalues=eigenvalues, targets=targets, train_size=train_size)
 
     chunk = max(1, HELD_OUT_BYTES_PER_CHUNK // (test_rows.shape[1] * (dim + 1) * 4))
     scores, chosen = [], []
     for start in range(0, len(test_rows), chunk):
-        held_out = torch.from_numpy(test_rows[start : start + chunk])
+        held_out = test_rows[start : start + chunk]
         predictions, criterion = basis.solve_splits(held_out, reporter)
-        best = criterion.argmin(dim=2)  # (folds, tasks)
-        chosen.append(best.numpy())
-        fold_index = torch.arange(len(held_out)).unsqueeze(1)
-        task_index = torch.arange(len(labels)).unsqueeze(0)
-        best_predictions = predictions[fold_index, task_index, best].numpy()  # (folds, tasks, test_size)
-        test_index = held_out.numpy()
+        best = criterion.argmin(axis=2)  # (folds, tasks)
+        chosen.append(best)
+        fold_index = np.arange(len(held_out))[:, None]
+        task_index = np.arange(len(labels))[None, :]
+        best_predictions = predictions[fold_index, task_index, best]  # (folds, tasks, test_size)
         scores.append(
             np.stack(
                 [
-                    fold_scores(task_type, task_labels[test_index], best_predictions[:, task])
+                    fold_scores(task_type, task_labels[held_out], best_predictions[:, task])
                     for task, (task_labels, task_type) in enumerate(zip(labels, task_types, strict=True))
                 ],
                 axis=1,
@@ -126,7 +121,7 @@ def fit_ridge_splits(
     return [
         RidgeResults(
             scores=all_scores[:, task],
-            alphas=basis.alphas.numpy()[chosen_index[:, task]].astype(np.float64),
+            alphas=basis.alphas[chosen_index[:, task]].astype(np.float64),
             relative_alphas=np.asarray(RELATIVE_ALPHAS)[chosen_index[:, task]],
         )
         for task in range(len(labels))
@@ -136,27 +131,26 @@ def fit_ridge_splits(
 class _Basis:
     """The tasks' data in the eigenbasis, with what every split's solve shares."""
 
-    def __init__(self, rotated, eigenvalues, targets, train_size: int) -> None:  # noqa: ANN001 (torch tensors)
+    def __init__(self, rotated: np.ndarray, eigenvalues: np.ndarray, targets: np.ndarray, train_size: int) -> None:
         """Keep ``rotated`` ``(samples, dim + 1)`` and ``targets`` ``(samples, tasks)``."""
-        torch = import_optional("torch", "fitting ridge probes")
         self.rotated = rotated
         self.targets = targets
         self.train_size = train_size
         sample_count = len(rotated)
         scale = float(eigenvalues.mean()) or 1.0
-        self.alphas = torch.tensor(RELATIVE_ALPHAS, dtype=torch.float32) * scale
+        self.alphas = np.asarray(RELATIVE_ALPHAS, dtype=np.float32) * np.float32(scale)
         # Penalised Gram diagonal per penalty (alphas, dim + 1); the intercept is not penalised.
-        self.diagonal = torch.cat(
+        self.diagonal = np.concatenate(
             [
-                eigenvalues.unsqueeze(0) + self.alphas.unsqueeze(1),
-                torch.full((len(self.alphas), 1), float(sample_count)),
+                eigenvalues[None, :].astype(np.float32) + self.alphas[:, None],
+                np.full((len(self.alphas), 1), float(sample_count), dtype=np.float32),
             ],
-            dim=1,
+            axis=1,
         )
         self.gram_target = targets.T @ rotated  # (tasks, dim + 1)
         self.degrees_of_freedom = _degrees_of_freedom(eigenvalues, self.alphas, train_size / sample_count)
 
-    def solve_splits(self, held_out, reporter: Reporter):  # noqa: ANN001, ANN201 (torch tensors)
+    def solve_splits(self, held_out: np.ndarray, reporter: Reporter) -> tuple[np.ndarray, np.ndarray]:
         """Fit every task and penalty on the training rows of some splits.
 
         Systems are batched as (folds, columns, ...) with one column per
@@ -170,59 +164,60 @@ class _Basis:
             Held-out predictions ``(folds, tasks, alphas, test_size)`` and the
             GCV criterion on the training rows ``(folds, tasks, alphas)``.
         """
-        torch = import_optional("torch", "fitting ridge probes")
         fold_count = len(held_out)
         task_count = self.targets.shape[1]
         alpha_count = len(self.alphas)
-        held_out_inputs = torch.index_select(self.rotated, 0, held_out.reshape(-1)).view(
-            fold_count, held_out.shape[1], -1
-        )  # (folds, test_size, dim + 1)
-        held_out_targets = self.targets[held_out].transpose(1, 2)  # (folds, tasks, test_size)
-        transposed = held_out_inputs.transpose(1, 2)
-        inverse_diagonal = (1.0 / self.diagonal).repeat(task_count, 1).unsqueeze(0)  # (1, columns, dim + 1)
+        held_out_inputs = self.rotated[held_out]  # (folds, test_size, dim + 1)
+        held_out_targets = self.targets[held_out].transpose(0, 2, 1)  # (folds, tasks, test_size)
+        transposed = held_out_inputs.transpose(0, 2, 1)
+        inverse_diagonal = np.tile(1.0 / self.diagonal, (task_count, 1))[None]  # (1, columns, dim + 1)
 
         # Right-hand side of each split's normal equations: Zᵀy minus the held-out part.
-        train_target = self.gram_target - torch.bmm(held_out_targets, held_out_inputs)  # (folds, tasks, dim + 1)
-        columns = train_target.repeat_interleave(alpha_count, dim=1)  # (folds, columns, dim + 1)
+        train_target = self.gram_target - held_out_targets @ held_out_inputs  # (folds, tasks, dim + 1)
+        columns = np.repeat(train_target, alpha_count, axis=1)  # (folds, columns, dim + 1)
         full_solution = columns * inverse_diagonal
 
-        def woodbury_matrix_times(vectors):  # noqa: ANN001, ANN202
+        def woodbury_matrix_times(vectors: np.ndarray) -> np.ndarray:
             """Return (I - ZT D⁻¹ ZTᵀ) v for v of shape (folds, columns, test_size)."""
-            return vectors - torch.bmm(torch.bmm(vectors, held_out_inputs) * inverse_diagonal, transposed)
+            return vectors - ((vectors @ held_out_inputs) * inverse_diagonal) @ transposed
 
-        right_side = torch.bmm(full_solution, transposed)
+        right_side = full_solution @ transposed
         correction = _conjugate_gradients(woodbury_matrix_times, right_side, reporter)
-        weights = full_solution + torch.bmm(correction, held_out_inputs) * inverse_diagonal
-        predictions = torch.bmm(weights, transposed)
+        weights = full_solution + (correction @ held_out_inputs) * inverse_diagonal
+        predictions = weights @ transposed
 
         # Training residual sum of squares from the normal equations:
         # RSS = yᵀy - wᵀb - alpha·|w|² (the intercept is not penalised).
-        train_sum_squares = (self.targets.double() ** 2).sum(dim=0) - (held_out_targets.double() ** 2).sum(dim=2)
-        weights64 = weights.double().view(fold_count, task_count, alpha_count, -1)
-        residual = (
-            train_sum_squares.unsqueeze(2)
-            - (weights64 * train_target.double().unsqueeze(2)).sum(dim=3)
-            - self.alphas.double() * (weights64[..., :-1] ** 2).sum(dim=3)
-        ).clamp(min=0.0)
-        remaining = (self.train_size - self.degrees_of_freedom).clamp(min=0.0)
-        criterion = torch.where(
-            remaining > 0.5, self.train_size * residual / remaining**2, torch.full_like(residual, float("inf"))
+        targets64 = self.targets.astype(np.float64)
+        train_sum_squares = (targets64**2).sum(axis=0) - (held_out_targets.astype(np.float64) ** 2).sum(axis=2)
+        weights64 = weights.astype(np.float64).reshape(fold_count, task_count, alpha_count, -1)
+        residual = np.clip(
+            train_sum_squares[:, :, None]
+            - (weights64 * train_target.astype(np.float64)[:, :, None, :]).sum(axis=3)
+            - self.alphas.astype(np.float64) * (weights64[..., :-1] ** 2).sum(axis=3),
+            0.0,
+            None,
         )
-        return predictions.view(fold_count, task_count, alpha_count, -1), criterion
+        remaining = np.clip(self.train_size - self.degrees_of_freedom, 0.0, None)
+        with np.errstate(divide="ignore"):
+            criterion = np.where(remaining > 0.5, self.train_size * residual / remaining**2, np.inf)
+        return predictions.reshape(fold_count, task_count, alpha_count, -1), criterion
 
 
-def _degrees_of_freedom(eigenvalues, alphas, train_fraction: float):  # noqa: ANN001, ANN202 (torch tensors)
+def _degrees_of_freedom(eigenvalues: np.ndarray, alphas: np.ndarray, train_fraction: float) -> np.ndarray:
     """Return the effective number of parameters per penalty, intercept included.
 
     NOTE: this uses the eigenvalues of all the task's rows scaled to the
     training size, not those of each split's training rows, which would need
     one eigendecomposition per split. No held-out label enters the criterion.
     """
-    scaled = eigenvalues.double().unsqueeze(0) * train_fraction
-    return 1.0 + (scaled / (scaled + alphas.double().unsqueeze(1))).sum(dim=1)
+    scaled = eigenvalues.astype(np.float64)[None, :] * train_fraction
+    return 1.0 + (scaled / (scaled + alphas.astype(np.float64)[:, None])).sum(axis=1)
 
 
-def _conjugate_gradients(matrix_times, right_side, reporter: Reporter):  # noqa: ANN001, ANN202
+def _conjugate_gradients(
+    matrix_times: Callable[[np.ndarray], np.ndarray], right_side: np.ndarray, reporter: Reporter
+) -> np.ndarray:
     """Solve symmetric positive definite systems row by row, all rows at once.
 
     Args:
@@ -233,25 +228,24 @@ def _conjugate_gradients(matrix_times, right_side, reporter: Reporter):  # noqa:
     Returns:
         The solutions, same shape as ``right_side``.
     """
-    torch = import_optional("torch", "fitting ridge probes")
-    solution = torch.zeros_like(right_side)
-    residual = right_side.clone()
-    direction = residual.clone()
-    residual_norm = (residual * residual).sum(dim=2, keepdim=True)  # (batch, systems, 1)
+    solution = np.zeros_like(right_side)
+    residual = right_side.copy()
+    direction = residual.copy()
+    residual_norm = (residual * residual).sum(axis=2, keepdims=True)  # (batch, systems, 1)
     target_norm = residual_norm * CG_TOLERANCE**2
     for _ in range(CG_MAX_ITERATIONS):
         if bool((residual_norm <= target_norm).all()):
             return solution
         product = matrix_times(direction)
-        curvature = (direction * product).sum(dim=2, keepdim=True)
-        step = torch.where(curvature > 0, residual_norm / curvature.clamp(min=1e-30), torch.zeros_like(curvature))
+        curvature = (direction * product).sum(axis=2, keepdims=True)
+        step = np.where(curvature > 0, residual_norm / np.maximum(curvature, 1e-30), 0.0).astype(np.float32)
         solution += step * direction
         residual -= step * product
-        new_norm = (residual * residual).sum(dim=2, keepdim=True)
-        ratio = torch.where(residual_norm > 0, new_norm / residual_norm.clamp(min=1e-30), torch.zeros_like(new_norm))
+        new_norm = (residual * residual).sum(axis=2, keepdims=True)
+        ratio = np.where(residual_norm > 0, new_norm / np.maximum(residual_norm, 1e-30), 0.0).astype(np.float32)
         direction = residual + ratio * direction
         residual_norm = new_norm
-    worst = float((residual_norm / target_norm.clamp(min=1e-30)).max().sqrt()) * CG_TOLERANCE
+    worst = float(np.sqrt((residual_norm / np.maximum(target_norm, 1e-30)).max())) * CG_TOLERANCE
     reporter.warning(
         f"Ridge probe: the conjugate-gradient solve stopped after {CG_MAX_ITERATIONS} iterations "
         f"with a relative residual of {worst:.1e} (tolerance {CG_TOLERANCE:.0e}); scores may be slightly off."

@@ -90,7 +90,7 @@ def test_forked_reader_gives_same_scores(tmp_path, benchmark_files):
     csv_path, labels = benchmark_files
     scores = []
     for fork_reader in (False, True):
-        config = EvaluationConfig(csv_path, labels, tmp_path / f"out{fork_reader}", probe="ridge", k_folds=3,
+        config = EvaluationConfig(csv_path, labels, tmp_path / f"out{fork_reader}", k_folds=3, tasks=("alpha",),
                                   fork_reader=fork_reader)
         scores.append([score.fold_scores for score in evaluate(config, LoggingReporter("test")).task_scores])
     for in_process, forked in zip(*scores, strict=True):
