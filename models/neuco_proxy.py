@@ -46,6 +46,10 @@ class NeucoProxy:
     notes: list[str] = field(default_factory=list)
     kind: str = "labels"
 
+    def __post_init__(self) -> None:
+        """Route the probes' messages through one filter for the whole training run."""
+        self._quiet = _QuietReporter(self.reporter)
+
     def task_scores(self, train_embeddings: np.ndarray, holdout_embeddings: np.ndarray) -> dict[str, float]:
         """Return the Q score of every task.
 
@@ -59,8 +63,7 @@ class NeucoProxy:
         mean = float(values[labelled].mean(dtype=np.float64))
         std = float(values[labelled].std(dtype=np.float64)) or 1.0
         values = (values - np.float32(mean)) / np.float32(std)
-        scores, _ = probe_tasks(values, self.tasks, "neuco", self.k_folds, LinearProbeSettings(), None,
-                                _QuietReporter(self.reporter))
+        scores, _ = probe_tasks(values, self.tasks, "neuco", self.k_folds, LinearProbeSettings(), None, self._quiet)
         return {score.task_name: score.q for score in scores}
 
     def score(self, train_embeddings: np.ndarray, holdout_embeddings: np.ndarray) -> float:
@@ -92,9 +95,10 @@ def neuco_proxy(labels_folder: str | Path, train_ids: list[str], holdout_ids: li
         known = set(ids)
         if not any(identifier in known for label_file in label_files for identifier in label_file.ids):
             raise InputError(
-                f"the label files share no ids with the feature stores (first store ids: {ids[:3]}; first ids "
-                f"of {label_files[0].path.name}: {label_files[0].ids[:3]}). Label ids must be the store ids, for "
-                "example 'embedding/0_3'."
+                f"the label files share no ids with the feature stores (store ids such as {sorted(ids)[:3]}; "
+                f"first ids of {label_files[0].path.name}: {label_files[0].ids[:3]}). Label ids must be the store "
+                "ids: the file name of the embed run's OUTPUT raster without its extension, a slash, then the "
+                "patch's row_column, for example 'embedding/0_3'."
             )
         embeddings = Embeddings(folder, ids, np.empty((len(ids), 0), dtype=np.float32), 0)
         tasks = assemble_tasks(embeddings, label_files, reporter)
@@ -131,17 +135,20 @@ def read_labels(folder: str | Path, reporter: Reporter, parameter: str = "LABELS
 
 
 class _QuietReporter:
-    """Forward warnings and cancellation; drop the probes' progress and routine messages."""
+    """Forward each distinct warning once and the cancellation; drop the probes' progress and routine messages."""
 
     def __init__(self, reporter: Reporter) -> None:
         self._reporter = reporter
+        self._warned: set[str] = set()
 
     def info(self, message: str) -> None:
         """Drop routine messages, which would repeat at every checkpoint."""
 
     def warning(self, message: str) -> None:
-        """Forward a warning."""
-        self._reporter.warning(message)
+        """Forward a warning the first time it occurs; every checkpoint would repeat it."""
+        if message not in self._warned:
+            self._warned.add(message)
+            self._reporter.warning(message)
 
     def debug(self, message: str) -> None:
         """Drop debug messages."""

@@ -95,8 +95,13 @@ def sha256_of_file(path: Path, reporter: Reporter | None = None) -> str:
 
 
 def licence_requires_acceptance(info: WeightsInfo) -> bool:
-    """Return whether ``info``'s licence must be accepted explicitly."""
-    return info.licence in NON_COMMERCIAL_LICENCES
+    """Return whether ``info``'s licence must be accepted explicitly.
+
+    The licence text starts with its SPDX identifier and may go on with a
+    note, as in ``"CC-BY-NC-4.0 (non-commercial use only)"``.
+    """
+    identifier = info.licence.split(maxsplit=1)[0] if info.licence.strip() else ""
+    return identifier in NON_COMMERCIAL_LICENCES
 
 
 def check_licence_accepted(info: WeightsInfo, accept_licence: bool) -> None:
@@ -125,6 +130,11 @@ def _format_size(size_bytes: int) -> str:
 
 
 MIN_HASH_PREFIX_LENGTH = 8
+
+
+def _expected_hash(expected: str) -> str:
+    """Describe the manifest's hash: the full sha256, or the published prefix."""
+    return expected if len(expected) == FULL_SHA256_LENGTH else f"a sha256 starting with {expected}"
 
 
 def require_known_hash(info: WeightsInfo) -> None:
@@ -201,7 +211,7 @@ class WeightStore:
         if not matches:
             raise ChecksumMismatchError(
                 f"The {source} {path} for {info.file_name} has sha256 {actual}, but the "
-                f"manifest expects {expected}. The file is damaged or is not the published "
+                f"manifest expects {_expected_hash(expected)}. The file is damaged or is not the published "
                 f"checkpoint. Download it again from {info.url}."
             )
         if len(expected) < FULL_SHA256_LENGTH:
@@ -359,8 +369,9 @@ class WeightStore:
             # Resuming and the truncation check need the size; the hash check alone still works on an import.
             raise DownloadError(
                 f"{info.file_name}: the manifest has no size for this checkpoint, so FusedEO does not download "
-                f"it. Download {info.url} yourself and import it with fusedeo:downloadweights (SOURCE_FILE); "
-                f"the file is checked against its published sha256 prefix {info.sha256}."
+                f"it. Download {info.url} yourself and import it with fusedeo:downloadweights (SOURCE_FILE"
+                + (", with ACCEPT_LICENCE" if licence_requires_acceptance(info) else "")
+                + f"); the file is checked against its published sha256 prefix {info.sha256}."
             )
         self.folder.mkdir(parents=True, exist_ok=True)
         part = target.with_name(target.name + ".part")

@@ -234,6 +234,20 @@ class TestNeucoProxy:
         assert proxy.score(embeddings[train], embeddings[holdout]) == pytest.approx(np.mean(list(scores.values())))
         assert any("72 labelled patches (16 of them held out from training), 6 splits" in note for note in proxy.notes)
 
+    def test_probe_warning_forwarded_once(self, tmp_path):
+        from fusedeo.models.neuco_proxy import neuco_proxy
+
+        rng = np.random.default_rng(5)
+        ids = [f"a/0_{col}" for col in range(30)]
+        write_labels(tmp_path, "biomass__regression.csv", {identifier: float(rng.normal()) for identifier in ids})
+        reporter = LoggingReporter()
+        proxy = neuco_proxy(tmp_path, ids[:24], ids[24:], reporter, k_folds=3)
+        embeddings = rng.normal(size=(30, 4)).astype(np.float32)
+        for _ in range(3):
+            proxy.score(embeddings[:24], embeddings[24:])
+        warnings = [text for level, text in reporter.messages if level == "warning"]
+        assert len([text for text in warnings if "barely trained" in text]) == 1
+
     def test_skips_empty_labels(self, tmp_path):
         from fusedeo.models.neuco_proxy import neuco_proxy
 
@@ -266,7 +280,7 @@ class TestNeucoProxy:
 
         write_labels(tmp_path, "biomass__regression.csv", {"x/0_0": 1.0, "x/0_1": 2.0})
         with pytest.raises(InputError, match=r"LABELS_FOLDER: the label files share no ids with the feature stores "
-                                             r"\(first store ids: \['a/0_0', 'a/0_1', 'a/1_0'\]; first ids of "
+                                             r"\(store ids such as \['a/0_0', 'a/0_1', 'a/1_0'\]; first ids of "
                                              r"biomass__regression.csv: \['x/0_0', 'x/0_1'\]\)"):
             neuco_proxy(tmp_path, ["a/0_0", "a/0_1"], ["a/1_0"], LoggingReporter())
 

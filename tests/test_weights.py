@@ -23,6 +23,7 @@ from fusedeo.models.weights import (
     WeightStore,
     fetch_encoder_weights,
     known_weights,
+    licence_requires_acceptance,
     load_checkpoint_strict,
 )
 from fusedeo.reporting import LoggingReporter
@@ -243,7 +244,7 @@ def test_prefix_hash_is_checked_and_reported(weights_dir: Path, payload: Path):
     assert any("only the first 8 hex digits" in text for kind, text in reporter.messages if kind == "warning")
     wrong = WeightsInfo(full.file_name, full.url, "00000000", full.size_bytes, full.licence)
     (weights_dir / payload.name).unlink()
-    with pytest.raises(ChecksumMismatchError, match="expects 00000000"):
+    with pytest.raises(ChecksumMismatchError, match="expects a sha256 starting with 00000000"):
         store.import_local(wrong, payload)
 
 
@@ -266,7 +267,7 @@ def test_entry_without_size_imports_by_prefix(weights_dir: Path, payload: Path, 
     assert store.download(info) == path
 
     wrong = WeightsInfo(full.file_name, full.url, "00000000", 0, full.licence)
-    with pytest.raises(ChecksumMismatchError, match="expects 00000000"):
+    with pytest.raises(ChecksumMismatchError, match="expects a sha256 starting with 00000000"):
         store.resolve(wrong)
 
 
@@ -276,6 +277,23 @@ def test_scalemae_entry_checks_published_prefix():
     info = scalemae.CARD.weights
     assert info.sha256 == "98ed9821"
     assert info.file_name.endswith(f"-{info.sha256}.pth")
+    assert licence_requires_acceptance(info)
+
+
+def test_scalemae_import_needs_licence_and_matching_file(processing, weights_dir: Path, tmp_path: Path):
+    from qgis.core import QgsProcessingException
+
+    source = tmp_path / "scalemae.pth"
+    source.write_bytes(b"not the published checkpoint")
+    parameters = {"ENCODERS": ["scalemae"], "SOURCE_FILE": str(source)}
+    with pytest.raises(QgsProcessingException, match=r"ACCEPT_LICENCE: the scalemae weights are licensed CC-BY-NC-4.0"):
+        processing.run("fusedeo:downloadweights", parameters)
+    with pytest.raises(QgsProcessingException, match=r"manifest expects a sha256 starting with 98ed9821"):
+        processing.run("fusedeo:downloadweights", {**parameters, "ACCEPT_LICENCE": True})
+    assert list(weights_dir.iterdir()) == []
+    with pytest.raises(QgsProcessingException, match=r"import it with fusedeo:downloadweights \(SOURCE_FILE, with "
+                                                     r"ACCEPT_LICENCE\)"):
+        processing.run("fusedeo:downloadweights", {"ENCODERS": ["scalemae"], "ACCEPT_LICENCE": True})
 
 
 def test_non_commercial_licence_needs_acceptance(weights_dir: Path, payload: Path, server: FileServer):

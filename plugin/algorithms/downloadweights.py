@@ -54,8 +54,11 @@ class DownloadWeightsAlgorithm(FusedEOAlgorithm):
         "into the FusedEO weight cache, or imports a local copy of one checkpoint, and checks "
         "each file's size and sha256 against the model card before keeping it. Interrupted "
         "downloads resume where they stopped. Each checkpoint's licence is shown first. The "
-        "cache folder is <QGIS profile>/fusedeo/weights unless the environment variable "
-        f"{WEIGHTS_DIR_ENV} names another folder. Fusedeo:embed loads weights only from this cache."
+        "Scale-MAE checkpoint is published without a size and with only the first 8 digits of its "
+        "sha256, so it is not downloaded: download it yourself and import it with SOURCE_FILE. The "
+        f"cache folder is the environment variable {WEIGHTS_DIR_ENV} when set, else the plugin setting "
+        "fusedeo/weights_dir, else <QGIS profile>/fusedeo/weights. Fusedeo:embed loads weights only from "
+        "this cache."
     )
     PARAMETER_HELP = {
         ENCODERS: (
@@ -66,12 +69,13 @@ class DownloadWeightsAlgorithm(FusedEOAlgorithm):
         SOURCE_FILE: (
             "Local checkpoint file to import (optional)",
             "A checkpoint downloaded by other means, imported instead of downloading. Select "
-            "exactly one encoder; the file must have the size and sha256 of that encoder's card.",
+            "exactly one encoder; the file must have the size and sha256 of that encoder's card (for "
+            "Scale-MAE, the published sha256 prefix).",
         ),
         ACCEPT_LICENCE: (
             "Accept non-commercial licences",
             "Whether to accept the CC-BY-NC-4.0 licence of the Scale-MAE weights (non-commercial "
-            "use only). Without it, Scale-MAE weights are not fetched.",
+            "use only). Without it, Scale-MAE weights are not imported.",
         ),
         OUTPUT_FOLDER: ("Weight cache folder", "The folder that holds the verified checkpoints."),
         FILES: ("Verified files", "The verified checkpoint paths, separated by semicolons."),
