@@ -11,8 +11,8 @@ number.
 
 The probe runs on every labelled patch of both splits of the autoencoder,
 because the benchmark scores the embeddings of the patches it is given. The
-autoencoder never sees the labels; its held-out split still measures the
-reconstruction loss on patches it was not trained on.
+autoencoder is trained without the labels, and its held-out split still
+measures the reconstruction loss on patches it was not trained on.
 """
 
 from dataclasses import dataclass, field
