@@ -580,8 +580,9 @@ def _run(request: EmbedRequest, stack: SeasonStack, patches: PatchGrid, encoders
                       f"(now {len(store)}).")
     if model_path is not None:
         embedding_model.save(model_path)
-        reporter.info(f"Embedding model (fingerprint {fingerprint[:16]}) saved; reuse it as EMBEDDING_MODEL "
-                      "to embed other areas in the same embedding space.")
+        reporter.info(f"Embedding model (fingerprint {fingerprint[:16]}, fitted encoder parts "
+                      f"{fitted_fingerprint[:16]}) saved; reuse it as EMBEDDING_MODEL to embed other areas in the "
+                      "same embedding space. Compressors and feature stores name the fitted encoder parts.")
     return EmbedResult(request.output_path, request.output_table_path, request.output_model_path, fingerprint,
                        compressor.output_width, patches.count, len(valid_indices), device, compressor.providers)
 

@@ -424,6 +424,7 @@ def assemble_tasks(
                 f"and at least {MIN_TASK_SAMPLES} are needed."
             )
             continue
+        raw_labels = labels
         label_min, label_max = float(labels.min()), float(labels.max())
         if label_min == label_max:
             reporter.warning(f"{label_file.task_name}: skipped, every label equals {label_min}.")
@@ -431,7 +432,7 @@ def assemble_tasks(
         if normalize_labels:
             labels = (labels - label_min) / (label_max - label_min)
         if label_file.task_type == "classification":
-            _check_binary(labels, label_file.path, normalize_labels)
+            _check_binary(labels, raw_labels, label_file.path, normalize_labels)
         tasks.append(
             TaskData(label_file.task_name, label_file.task_type, label_file.path, rows, labels, label_min, label_max)
         )
@@ -447,11 +448,11 @@ def assemble_tasks(
     return tasks
 
 
-def _check_binary(labels: np.ndarray, path: Path, normalized: bool) -> None:
-    """Raise InputError unless classification labels are 0 and 1."""
-    values = np.unique(labels)
-    if np.isin(values, (0.0, 1.0)).all():
+def _check_binary(labels: np.ndarray, raw_labels: np.ndarray, path: Path, normalized: bool) -> None:
+    """Raise InputError unless classification labels are 0 and 1; the message quotes the file's values."""
+    if np.isin(np.unique(labels), (0.0, 1.0)).all():
         return
+    values = np.unique(raw_labels)
     preview = ", ".join(f"{value:g}" for value in values[:6]) + (", …" if len(values) > 6 else "")
     scaled = " after min-max scaling" if normalized else ""
     raise InputError(

@@ -233,7 +233,8 @@ def test_error_no_overlapping_ids(tmp_path, reporter):
 
 def test_error_classification_with_three_classes(tmp_path, reporter):
     rows = [(f"s{index}", str(index % 3)) for index in range(25)]
-    with pytest.raises(InputError, match=r"t__classification\.csv: a classification task needs labels 0 and 1"):
+    with pytest.raises(InputError, match=r"t__classification\.csv: a classification task needs labels 0 and 1 "
+                                         r"after min-max scaling, but it has 3 distinct values \(0, 1, 2\)"):
         _assemble(tmp_path, reporter, rows, file_name="t__classification.csv")
 
 
