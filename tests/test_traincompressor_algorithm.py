@@ -227,6 +227,14 @@ class TestErrors:
             run_train(processing, tmp_path, FEATURES=str(LOCATION_A))
 
 
+def test_report_is_optional(processing, stores, tmp_path):
+    values = {"DIMENSIONS": 8, "EPOCHS": 1, "SEED": 7, "DEVICE": "cpu", "FEATURES": str(stores / "store_a"),
+              "OUTPUT_COMPRESSOR": str(tmp_path / "compressor.onnx")}
+    result = processing.run("fusedeo:traincompressor", values)
+    assert result["OUTPUT_COMPRESSOR"] == str(tmp_path / "compressor.onnx")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["compressor.onnx"]
+
+
 def test_same_seed_same_model(processing, stores, tmp_path):
     import onnx
 

@@ -113,7 +113,8 @@ class TrainCompressorAlgorithm(FusedEOAlgorithm):
                  "bit-for-bit reproducible."),
         OUTPUT_COMPRESSOR: ("Compressor", "ONNX file of the compressor, for COMPRESSOR in Compute seasonal "
                             "embeddings."),
-        OUTPUT_REPORT: ("Report", "HTML report with the held-out loss and proxy curves and the chosen epoch."),
+        OUTPUT_REPORT: ("Report", "HTML report with the held-out loss and proxy curves and the chosen epoch "
+                                  "(optional; the dialog writes a temporary file by default)."),
     }
 
     def initAlgorithm(self, configuration: dict[str, Any] | None = None) -> None:  # noqa: N802 (QGIS API)
@@ -148,7 +149,8 @@ class TrainCompressorAlgorithm(FusedEOAlgorithm):
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT_COMPRESSOR, self.label(self.OUTPUT_COMPRESSOR), fileFilter="ONNX files (*.onnx)"))
         self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT_REPORT, self.label(self.OUTPUT_REPORT), fileFilter="HTML files (*.html)"))
+            self.OUTPUT_REPORT, self.label(self.OUTPUT_REPORT), fileFilter="HTML files (*.html)", optional=True,
+            createByDefault=True))
 
     def checkParameterValues(self, parameters: dict[str, Any],  # noqa: N802 (QGIS API)
                              context: QgsProcessingContext) -> tuple[bool, str]:
