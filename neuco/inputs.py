@@ -298,40 +298,48 @@ def read_embeddings(
             column, there are more dimension columns than ``embedding_dim``,
             or a kept id appears twice.
     """
-    pandas = import_optional("pandas", "reading the embeddings CSV")
     header, columns = check_embeddings_header(path, embedding_dim)
     ignored = [name for name in header if name != ID_COLUMN and name not in set(columns)]
     if ignored:
         reporter.info(f"Embeddings CSV: columns that are not dimensions are ignored: {', '.join(ignored[:10])}.")
 
-    # The "legacy" float parser is about a third faster than the default one. It can differ in the last
-    # bit of a float64; after the conversion to float32 below, all 12.3 million values of the CSV made
-    # by benchmarks/neuco_agreement.py come out identical.
-    frame = pandas.read_csv(
-        path, dtype={ID_COLUMN: str}, usecols=[ID_COLUMN, *columns], float_precision="legacy", low_memory=False
-    )
-    ids = frame[ID_COLUMN].fillna("").map(strip_id)
-    keep = ids.isin(keep_ids).to_numpy().copy()
+    plain = None
+    if header == [ID_COLUMN, *(str(index) for index in range(len(columns)))]:
+        from .csv_kernel import read_plain_csv
+
+        plain = read_plain_csv(path.read_bytes(), len(columns))
+    frame = None
+    if plain is not None:
+        raw_ids, all_values = plain
+    else:
+        # Quotes, empty or text cells, or another column order: pandas reads the file and names bad cells.
+        # The "legacy" float parser is about a third faster than the default one. It can differ in the last
+        # bit of a float64; after the conversion to float32, all 12.3 million values of the CSV made by
+        # benchmarks/neuco_agreement.py come out identical.
+        pandas = import_optional("pandas", "reading the embeddings CSV")
+        frame = pandas.read_csv(
+            path, dtype={ID_COLUMN: str}, usecols=[ID_COLUMN, *columns], float_precision="legacy", low_memory=False
+        )
+        raw_ids = frame[ID_COLUMN].fillna("").tolist()
+    ids = [strip_id(raw_id) for raw_id in raw_ids]
+    keep = np.fromiter((row_id in keep_ids for row_id in ids), dtype=bool, count=len(ids))
     if exclude_ids:
-        excluded = ids.isin(exclude_ids).to_numpy()
+        excluded = np.fromiter((row_id in exclude_ids for row_id in ids), dtype=bool, count=len(ids))
         reporter.info(f"Excluded {int((keep & excluded).sum())} labelled ids listed in the exclude file.")
         keep &= ~excluded
     if not keep.any():
         reason = "has a label and is not in the exclude file" if exclude_ids else "has a label"
         raise InputError(
-            f"embeddings CSV {path}: none of its {len(ids)} ids {reason} (first ids: {ids.head(3).tolist()}). "
+            f"embeddings CSV {path}: none of its {len(ids)} ids {reason} (first ids: {ids[:3]}). "
             "Ids are compared with the label files' ids after removing '.zarr.zip' and '.zarr'."
         )
-    frame = frame.loc[keep]
-    kept_ids = ids[keep]
-    duplicated = kept_ids.duplicated(keep=False).to_numpy()
-    if duplicated.any():
-        first = kept_ids[duplicated].iloc[0]
-        lines = [str(index + 2) for index in kept_ids.index[(kept_ids == first).to_numpy()][:5]]
-        raise InputError(
-            f"embeddings CSV {path}: id '{first}' appears on lines {', '.join(lines)}; each id needs one row."
-        )
-    values = _numeric_values(frame[columns], path, reporter, pandas)
+    kept_rows = np.flatnonzero(keep)
+    kept_ids = [ids[row] for row in kept_rows]
+    _check_unique(kept_ids, kept_rows, path)
+    if frame is None:
+        values = all_values[kept_rows]
+    else:
+        values = _numeric_values(frame[columns].iloc[kept_rows], path, reporter, pandas)
     if embedding_dim is not None and embedding_dim > values.shape[1]:
         reporter.info(
             f"Embeddings CSV has {values.shape[1]} dimensions; zero-padded to {embedding_dim}."
@@ -340,7 +348,20 @@ def read_embeddings(
     reporter.info(
         f"Read {len(kept_ids)} labelled embeddings of {len(ids)} rows, {values.shape[1]} dimensions, from {path.name}."
     )
-    return Embeddings(path, kept_ids.tolist(), values, len(columns))
+    return Embeddings(path, kept_ids, values, len(columns))
+
+
+def _check_unique(kept_ids: list[str], kept_rows: np.ndarray, path: Path) -> None:
+    """Raise InputError naming the lines of the first kept id that appears twice."""
+    seen: set[str] = set()
+    for row_id in kept_ids:
+        if row_id in seen:
+            # Rows count from the line after the header, so row r is on line r + 2.
+            lines = [str(row + 2) for row, other in zip(kept_rows, kept_ids, strict=True) if other == row_id][:5]
+            raise InputError(
+                f"embeddings CSV {path}: id '{row_id}' appears on lines {', '.join(lines)}; each id needs one row."
+            )
+        seen.add(row_id)
 
 
 def _numeric_values(frame, path: Path, reporter: Reporter, pandas) -> np.ndarray:  # noqa: ANN001 (pandas objects)

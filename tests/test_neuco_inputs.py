@@ -241,3 +241,40 @@ def test_error_classification_with_three_classes(tmp_path, reporter):
 def test_error_missing_exclude_file(tmp_path):
     with pytest.raises(MissingFileError, match="exclude file .* does not exist"):
         inputs.read_exclude_file(Path(tmp_path / "missing.txt"))
+
+
+PLAIN_CELLS = [
+    ["0", "-0.5", "+1.25", "1e-3"],
+    ["-2.5E+02", "123456789012345", "0.000001234", "3.4028235e38"],
+    ["1.17549435e-38", "7", "-0.0", "12.5e0"],
+    ["0.1", "0.2", "0.30000000000000004", "-987654.321"],
+]
+
+
+def test_plain_csv_read_without_pandas(tmp_path, reporter, monkeypatch):
+    """A plain numeric CSV goes through the compiled reader and gives correctly rounded float32 values."""
+    path = tmp_path / "plain.csv"
+    lines = ["id,0,1,2,3"] + [f"s{row}.zarr.zip," + ",".join(cells) for row, cells in enumerate(PLAIN_CELLS)]
+    # Windows line ending on one row, a blank line, and no final line ending.
+    path.write_bytes(("\n".join(lines[:2]) + "\r\n" + lines[2] + "\n\n" + "\n".join(lines[3:])).encode())
+    real_import = inputs.import_optional
+
+    def no_pandas(name, purpose):  # noqa: ANN001, ANN202
+        assert name != "pandas", "the plain CSV was read with pandas"
+        return real_import(name, purpose)
+
+    monkeypatch.setattr(inputs, "import_optional", no_pandas)
+    embeddings = inputs.read_embeddings(path, {"s0", "s1", "s2", "s3"}, reporter)
+    expected = np.array([[np.float32(float(text)) for text in cells] for cells in PLAIN_CELLS], dtype=np.float32)
+    assert embeddings.ids == ["s0", "s1", "s2", "s3"]
+    np.testing.assert_array_equal(embeddings.values, expected)
+
+
+@pytest.mark.parametrize("row", ['"s1",1.5,2', "s1,1.5,", "s1,1.5,nan", "s1,1.5,2,3", "s1,1.5"])
+def test_csv_that_is_not_plain_read_with_pandas(tmp_path, reporter, row):
+    path = tmp_path / "mixed.csv"
+    path.write_text(f"id,0,1\ns0,0.25,-1\n{row}\n")
+    embeddings = inputs.read_embeddings(path, {"s0", "s1"}, reporter)
+    assert embeddings.ids == ["s0", "s1"]
+    np.testing.assert_array_equal(embeddings.values[0], [0.25, -1.0])
+    assert embeddings.values[1, 0] == 1.5
