@@ -21,7 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, MissingFileError
-from ..neuco.inputs import MIN_TASK_SAMPLES, Embeddings, LabelFile, TaskData, assemble_tasks, read_labels_folder
+from ..neuco.inputs import (
+    MIN_TASK_SAMPLES,
+    Embeddings,
+    LabelFile,
+    TaskData,
+    assemble_tasks,
+    read_labels_folder,
+    standardize,
+)
 from ..neuco.linear_probe import LinearProbeSettings
 from ..neuco.probing import probe_tasks
 from ..neuco.protocol import DEFAULT_K_FOLDS
@@ -59,10 +67,9 @@ class NeucoProxy:
         """
         values = np.concatenate([train_embeddings, holdout_embeddings]).astype(np.float32)
         # As NeuCo-Bench: one mean and one standard deviation over the rows that any task labels.
+        # The probes read only those rows, so the others stay as they are.
         labelled = np.unique(np.concatenate([task.rows for task in self.tasks]))
-        mean = float(values[labelled].mean(dtype=np.float64))
-        std = float(values[labelled].std(dtype=np.float64)) or 1.0
-        values = (values - np.float32(mean)) / np.float32(std)
+        values[labelled] = standardize(values[labelled])[0]
         scores, _ = probe_tasks(values, self.tasks, "neuco", self.k_folds, LinearProbeSettings(), None, self._quiet)
         return {score.task_name: score.q for score in scores}
 
