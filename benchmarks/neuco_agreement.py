@@ -155,8 +155,8 @@ def compare(data: Path, output: Path, reference_run: Path | None, reference_timi
     timings: dict[str, list[float]] = {"neuco": [], "ridge": []}
     cpu_timings: dict[str, list[float]] = {"neuco": [], "ridge": []}
     runs: dict[str, Path] = {}
-    # The first run after installing or changing FusedEO compiles the neuco probe's kernel (about a second);
-    # numba caches it, so this untimed run keeps the compilation out of the timings.
+    # The first run after installing or changing FusedEO compiles the numba kernels, which takes about a
+    # second. numba caches them, so this untimed run keeps the compilation out of the timings.
     run_fusedeo(data, output / "warm-up", "neuco", "warm_up")
     for attempt in range(repeat):
         for probe in ("neuco", "ridge"):
