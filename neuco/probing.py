@@ -88,8 +88,9 @@ def _one_thread_per_worker(probe: str) -> Iterator[int]:
 
     The ``neuco`` probe uses torch for its draws and held-out products, so
     torch's intra-op threads are limited and their count is the default. The
-    ``ridge`` probe uses numpy and scipy, whose BLAS threads are limited with
-    threadpoolctl, and the default is the number of CPUs this process may use.
+    ``ridge`` probe uses numpy, and SciPy's LAPACK through numba, whose BLAS
+    threads are limited with threadpoolctl, and the default is the number of
+    CPUs this process may use.
     """
     if probe == "neuco":
         torch = import_optional("torch", "probing embeddings")
@@ -101,6 +102,9 @@ def _one_thread_per_worker(probe: str) -> Iterator[int]:
             torch.set_num_threads(previous_threads)
     else:
         threadpoolctl = import_optional("threadpoolctl", "fitting ridge probes")
+        from . import linalg_kernel
+
+        linalg_kernel.load()
         with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
             yield len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 

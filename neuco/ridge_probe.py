@@ -12,8 +12,10 @@ ones appended, the penalised Gram matrix of all rows is the diagonal
 ``D = diag(s + alpha, n)``. A split's training Gram matrix is
 ``D - ZTᵀ ZT`` for its held-out rows ``ZT``, so by the Woodbury identity its
 solution needs only the ``(test_size, test_size)`` system
-``(I - ZT D⁻¹ ZTᵀ) x = ZT D⁻¹ b``, solved by batched conjugate gradients for
-every split and penalty at once.
+``(I - ZT D⁻¹ ZTᵀ) x = ZT D⁻¹ b``, whose solution ``x`` is also the split's
+held-out prediction. Conjugate gradients solve it for all penalties of a
+split at once, one split after the other, so that the split's held-out rows
+stay in the CPU cache while they are multiplied about fifteen times.
 """
 
 from collections.abc import Callable
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import RunCancelledError, import_optional
+from ..errors import RunCancelledError
 from ..reporting import Reporter
 from .protocol import fold_scores
 
@@ -32,8 +34,6 @@ CG_TOLERANCE = 1e-5
 """Relative residual at which the conjugate-gradient solves stop."""
 
 CG_MAX_ITERATIONS = 200
-HELD_OUT_BYTES_PER_CHUNK = 256 * 2**20
-"""Memory for gathered held-out rows at a time; more splits are solved in chunks."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def fit_ridge_splits(
         train_rows: Training rows per split ``(folds, train_size)``.
         test_rows: Held-out rows per split ``(folds, test_size)``.
         reporter: Receives a warning if a solve does not converge; checked
-            for cancellation between chunks of splits.
+            for cancellation between splits.
 
     Returns:
         The held-out score and the chosen penalty per split, per task.
@@ -74,7 +74,8 @@ def fit_ridge_splits(
     Raises:
         RunCancelledError: If the reporter is cancelled.
     """
-    linalg = import_optional("scipy.linalg", "fitting ridge probes")
+    from .linalg_kernel import symmetric_eigh
+
     sample_count, dim = features.shape
     train_size = train_rows.shape[1]
     targets = np.stack(
@@ -88,43 +89,35 @@ def fit_ridge_splits(
     # Eigenbasis of the centred embeddings; the ones column then stays orthogonal to Z.
     centred = features - features.mean(axis=0, dtype=np.float64).astype(np.float32)
     gram = centred.T @ centred  # numpy computes a product with its own transpose as a symmetric rank-k update
-    eigenvalues, eigenvectors = linalg.eigh(gram, driver="evd", overwrite_a=True, check_finite=False)
+    eigenvalues, eigenvectors = symmetric_eigh(gram)
     eigenvalues = np.clip(eigenvalues, 0.0, None)
     rotated = np.ones((sample_count, dim + 1), dtype=np.float32)
     np.matmul(centred, eigenvectors, out=rotated[:, :dim])
     del centred, gram
     basis = _Basis(rotated=rotated, eigenvalues=eigenvalues, targets=targets, train_size=train_size)
 
-    chunk = max(1, HELD_OUT_BYTES_PER_CHUNK // (test_rows.shape[1] * (dim + 1) * 4))
-    scores, chosen = [], []
-    for start in range(0, len(test_rows), chunk):
-        held_out = test_rows[start : start + chunk]
-        predictions, criterion = basis.solve_splits(held_out, reporter)
-        best = criterion.argmin(axis=2)  # (folds, tasks)
-        chosen.append(best)
-        fold_index = np.arange(len(held_out))[:, None]
-        task_index = np.arange(len(labels))[None, :]
-        best_predictions = predictions[fold_index, task_index, best]  # (folds, tasks, test_size)
-        scores.append(
-            np.stack(
-                [
-                    fold_scores(task_type, task_labels[held_out], best_predictions[:, task])
-                    for task, (task_labels, task_type) in enumerate(zip(labels, task_types, strict=True))
-                ],
-                axis=1,
-            )
-        )
+    best_predictions = np.empty((len(test_rows), len(labels), test_rows.shape[1]), dtype=np.float32)
+    chosen = np.empty((len(test_rows), len(labels)), dtype=np.int64)
+    worst_residual = 0.0
+    for fold, held_out in enumerate(test_rows):
+        predictions, criterion, residual = basis.solve_split(held_out)
+        chosen[fold] = criterion.argmin(axis=1)
+        best_predictions[fold] = predictions[np.arange(len(labels)), chosen[fold]]
+        worst_residual = max(worst_residual, residual)
         if reporter.is_canceled():
             raise RunCancelledError("Evaluation cancelled while fitting ridge probes.")
-    chosen_index = np.concatenate(chosen)  # (folds, tasks)
-    all_scores = np.concatenate(scores)
+    if worst_residual > CG_TOLERANCE:
+        reporter.warning(
+            f"Ridge probe: a conjugate-gradient solve stopped after {CG_MAX_ITERATIONS} iterations with a "
+            f"relative residual of {worst_residual:.1e} (tolerance {CG_TOLERANCE:.0e}); scores may be slightly off."
+        )
     return [
         RidgeResults(
-            scores=all_scores[:, task],
-            alphas=basis.alphas[chosen_index[:, task]].astype(np.float64),
-            relative_alphas=np.asarray(RELATIVE_ALPHAS)[chosen_index[:, task]],
+            scores=fold_scores(task_type, task_labels[test_rows], best_predictions[:, task]),
+            alphas=basis.alphas[chosen[:, task]].astype(np.float64),
+            relative_alphas=np.asarray(RELATIVE_ALPHAS)[chosen[:, task]],
         )
-        for task in range(len(labels))
+        for task, (task_labels, task_type) in enumerate(zip(labels, task_types, strict=True))
     ]
 
 
@@ -139,69 +132,68 @@ class _Basis:
         sample_count = len(rotated)
         scale = float(eigenvalues.mean()) or 1.0
         self.alphas = np.asarray(RELATIVE_ALPHAS, dtype=np.float32) * np.float32(scale)
-        # Penalised Gram diagonal per penalty (alphas, dim + 1); the intercept is not penalised.
-        self.diagonal = np.concatenate(
+        task_count = targets.shape[1]
+        # Inverse of the penalised Gram diagonal, one column per task and penalty, task-major
+        # (dim + 1, tasks * alphas); the intercept is not penalised.
+        diagonal = np.concatenate(
             [
-                eigenvalues[None, :].astype(np.float32) + self.alphas[:, None],
-                np.full((len(self.alphas), 1), float(sample_count), dtype=np.float32),
+                eigenvalues[:, None].astype(np.float32) + self.alphas[None, :],
+                np.full((1, len(self.alphas)), float(sample_count), dtype=np.float32),
             ],
-            axis=1,
+            axis=0,
         )
-        self.gram_target = targets.T @ rotated  # (tasks, dim + 1)
+        self.inverse_diagonal = np.tile(1.0 / diagonal, (1, task_count))
+        self.gram_target = rotated.T @ targets  # (dim + 1, tasks)
+        self.target_sum_squares = (targets.astype(np.float64) ** 2).sum(axis=0)
         self.degrees_of_freedom = _degrees_of_freedom(eigenvalues, self.alphas, train_size / sample_count)
 
-    def solve_splits(self, held_out: np.ndarray, reporter: Reporter) -> tuple[np.ndarray, np.ndarray]:
-        """Fit every task and penalty on the training rows of some splits.
+    def solve_split(self, held_out: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """Fit every task and penalty on the training rows of one split.
 
-        Systems are batched as (folds, columns, ...) with one column per
-        task and penalty, task-major.
+        Vectors are columns, one per task and penalty, task-major.
 
         Args:
-            held_out: Held-out rows of the splits ``(folds, test_size)``.
-            reporter: Receives a warning if a solve does not converge.
+            held_out: Held-out rows of the split ``(test_size,)``.
 
         Returns:
-            Held-out predictions ``(folds, tasks, alphas, test_size)`` and the
-            GCV criterion on the training rows ``(folds, tasks, alphas)``.
+            Held-out predictions ``(tasks, alphas, test_size)``, the GCV
+            criterion on the training rows ``(tasks, alphas)`` and the largest
+            relative residual of the solves.
         """
-        fold_count = len(held_out)
         task_count = self.targets.shape[1]
         alpha_count = len(self.alphas)
-        held_out_inputs = self.rotated[held_out]  # (folds, test_size, dim + 1)
-        held_out_targets = self.targets[held_out].transpose(0, 2, 1)  # (folds, tasks, test_size)
-        transposed = held_out_inputs.transpose(0, 2, 1)
-        inverse_diagonal = np.tile(1.0 / self.diagonal, (task_count, 1))[None]  # (1, columns, dim + 1)
+        inputs = self.rotated[held_out]  # (test_size, dim + 1)
+        inputs_transposed = np.ascontiguousarray(inputs.T)
+        held_out_targets = self.targets[held_out]  # (test_size, tasks)
 
-        # Right-hand side of each split's normal equations: Zᵀy minus the held-out part.
-        train_target = self.gram_target - held_out_targets @ held_out_inputs  # (folds, tasks, dim + 1)
-        columns = np.repeat(train_target, alpha_count, axis=1)  # (folds, columns, dim + 1)
-        full_solution = columns * inverse_diagonal
+        # Right-hand side of the split's normal equations: Zᵀy minus the held-out part.
+        train_target = self.gram_target - inputs_transposed @ held_out_targets  # (dim + 1, tasks)
+        full_solution = np.repeat(train_target, alpha_count, axis=1) * self.inverse_diagonal
 
-        def woodbury_matrix_times(vectors: np.ndarray) -> np.ndarray:
-            """Return (I - ZT D⁻¹ ZTᵀ) v for v of shape (folds, columns, test_size)."""
-            return vectors - ((vectors @ held_out_inputs) * inverse_diagonal) @ transposed
+        def woodbury_matrix_times(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """Return ((I - ZT D⁻¹ ZTᵀ) v, ZTᵀ v) for columns v of shape (test_size, columns)."""
+            projected = inputs_transposed @ vectors
+            return vectors - inputs @ (projected * self.inverse_diagonal), projected
 
-        right_side = full_solution @ transposed
-        correction = _conjugate_gradients(woodbury_matrix_times, right_side, reporter)
-        weights = full_solution + (correction @ held_out_inputs) * inverse_diagonal
-        predictions = weights @ transposed
+        right_side = inputs @ full_solution
+        solution, projected_solution, residual, relative_residual = _conjugate_gradients(
+            woodbury_matrix_times, right_side, len(inputs_transposed)
+        )
+        # ZT w = b + ZT D⁻¹ ZTᵀ x = x + (b - (I - ZT D⁻¹ ZTᵀ) x): the solution plus its residual.
+        predictions = solution + residual
+        weights = full_solution + projected_solution * self.inverse_diagonal
 
         # Training residual sum of squares from the normal equations:
         # RSS = yᵀy - wᵀb - alpha·|w|² (the intercept is not penalised).
-        targets64 = self.targets.astype(np.float64)
-        train_sum_squares = (targets64**2).sum(axis=0) - (held_out_targets.astype(np.float64) ** 2).sum(axis=2)
-        weights64 = weights.astype(np.float64).reshape(fold_count, task_count, alpha_count, -1)
-        residual = np.clip(
-            train_sum_squares[:, :, None]
-            - (weights64 * train_target.astype(np.float64)[:, :, None, :]).sum(axis=3)
-            - self.alphas.astype(np.float64) * (weights64[..., :-1] ** 2).sum(axis=3),
-            0.0,
-            None,
-        )
+        train_sum_squares = self.target_sum_squares - (held_out_targets.astype(np.float64) ** 2).sum(axis=0)
+        weights64 = weights.astype(np.float64).reshape(-1, task_count, alpha_count)
+        fitted = (weights64 * train_target.astype(np.float64)[:, :, None]).sum(axis=0)
+        penalty = self.alphas.astype(np.float64) * (weights64[:-1] ** 2).sum(axis=0)
+        residual_sum = np.clip(train_sum_squares[:, None] - fitted - penalty, 0.0, None)
         remaining = np.clip(self.train_size - self.degrees_of_freedom, 0.0, None)
         with np.errstate(divide="ignore"):
-            criterion = np.where(remaining > 0.5, self.train_size * residual / remaining**2, np.inf)
-        return predictions.reshape(fold_count, task_count, alpha_count, -1), criterion
+            criterion = np.where(remaining > 0.5, self.train_size * residual_sum / remaining**2, np.inf)
+        return predictions.T.reshape(task_count, alpha_count, -1), criterion, relative_residual
 
 
 def _degrees_of_freedom(eigenvalues: np.ndarray, alphas: np.ndarray, train_fraction: float) -> np.ndarray:
@@ -216,38 +208,39 @@ def _degrees_of_freedom(eigenvalues: np.ndarray, alphas: np.ndarray, train_fract
 
 
 def _conjugate_gradients(
-    matrix_times: Callable[[np.ndarray], np.ndarray], right_side: np.ndarray, reporter: Reporter
-) -> np.ndarray:
-    """Solve symmetric positive definite systems row by row, all rows at once.
+    matrix_times: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], right_side: np.ndarray, projected_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Solve symmetric positive definite systems column by column, all columns at once.
 
     Args:
-        matrix_times: Applies the matrices to ``(batch, systems, size)`` vectors.
-        right_side: ``(batch, systems, size)``.
-        reporter: Receives a warning if the tolerance is not reached.
+        matrix_times: Returns ``(A v, P v)`` for ``(size, systems)`` vectors
+            ``v``, where ``P`` is any linear map to carry along.
+        right_side: ``(size, systems)``.
+        projected_size: Number of rows of ``P v``.
 
     Returns:
-        The solutions, same shape as ``right_side``.
+        The solutions ``x``, ``P x``, the residuals ``b - A x`` and the
+        largest relative residual norm, which is at most
+        :data:`CG_TOLERANCE` unless :data:`CG_MAX_ITERATIONS` ran out.
     """
     solution = np.zeros_like(right_side)
+    projected_solution = np.zeros((projected_size, right_side.shape[1]), dtype=right_side.dtype)
     residual = right_side.copy()
     direction = residual.copy()
-    residual_norm = (residual * residual).sum(axis=2, keepdims=True)  # (batch, systems, 1)
+    residual_norm = (residual * residual).sum(axis=0)  # (systems,)
     target_norm = residual_norm * CG_TOLERANCE**2
     for _ in range(CG_MAX_ITERATIONS):
         if bool((residual_norm <= target_norm).all()):
-            return solution
-        product = matrix_times(direction)
-        curvature = (direction * product).sum(axis=2, keepdims=True)
+            break
+        product, projected = matrix_times(direction)
+        curvature = (direction * product).sum(axis=0)
         step = np.where(curvature > 0, residual_norm / np.maximum(curvature, 1e-30), 0.0).astype(np.float32)
         solution += step * direction
+        projected_solution += step * projected
         residual -= step * product
-        new_norm = (residual * residual).sum(axis=2, keepdims=True)
+        new_norm = (residual * residual).sum(axis=0)
         ratio = np.where(residual_norm > 0, new_norm / np.maximum(residual_norm, 1e-30), 0.0).astype(np.float32)
         direction = residual + ratio * direction
         residual_norm = new_norm
-    worst = float(np.sqrt((residual_norm / np.maximum(target_norm, 1e-30)).max())) * CG_TOLERANCE
-    reporter.warning(
-        f"Ridge probe: the conjugate-gradient solve stopped after {CG_MAX_ITERATIONS} iterations "
-        f"with a relative residual of {worst:.1e} (tolerance {CG_TOLERANCE:.0e}); scores may be slightly off."
-    )
-    return solution
+    relative = np.sqrt(residual_norm / np.maximum(target_norm, 1e-30)) * CG_TOLERANCE
+    return solution, projected_solution, residual, float(relative.max(initial=0.0))
