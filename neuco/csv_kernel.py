@@ -14,6 +14,9 @@ power of ten in float64, then rounded to float32. This gives the same float32
 as a correctly rounded parser except, rarely, in the last bit.
 """
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from ..errors import import_optional
@@ -134,12 +137,17 @@ def parse_rows(data: np.ndarray, start: int, values: np.ndarray, id_bounds: np.n
     return row
 
 
-def read_plain_csv(data: bytes, columns: int) -> tuple[list[str], np.ndarray] | None:
+def read_plain_csv(data: bytes, columns: int, threads: int | None = None) -> tuple[list[str], np.ndarray] | None:
     """Return the ids and values of a plain CSV, or None when the file is not plain.
+
+    A large file is cut at line ends into one part per thread, and the parts
+    are parsed at once (the kernel releases the interpreter lock).
 
     Args:
         data: The whole file; its first line is the header.
         columns: Number of dimension columns, which follow the id in every row.
+        threads: Parts to parse at once; None uses one per usable CPU, at most
+            :data:`MAX_THREADS`.
     """
     if b'"' in data:
         return None
@@ -147,14 +155,58 @@ def read_plain_csv(data: bytes, columns: int) -> tuple[list[str], np.ndarray] | 
     if header_end < 0:
         return [], np.empty((0, columns), dtype=np.float32)
     buffer = np.frombuffer(data, dtype=np.uint8)
-    max_rows = data.count(b"\n", header_end + 1) + 1
-    values = np.empty((max_rows, columns), dtype=np.float32)
-    id_bounds = np.empty((max_rows, 2), dtype=np.int64)
-    rows = parse_rows(buffer, header_end + 1, values, id_bounds)
-    if rows < 0:
+    bounds = _part_bounds(data, header_end + 1, threads or _usable_cpus())
+    # Each part may hold up to one row per line end in it, plus an unterminated last line.
+    capacities = [data.count(b"\n", start, end) + 1 for start, end in bounds]
+    offsets = np.concatenate([[0], np.cumsum(capacities)])
+    values = np.empty((int(offsets[-1]), columns), dtype=np.float32)
+    id_bounds = np.empty((int(offsets[-1]), 2), dtype=np.int64)
+
+    def parse_part(part: int) -> int:
+        start, end = bounds[part]
+        rows = slice(int(offsets[part]), int(offsets[part + 1]))
+        return int(parse_rows(buffer[:end], start, values[rows], id_bounds[rows]))
+
+    if len(bounds) == 1:
+        counts = [parse_part(0)]
+    else:
+        with ThreadPoolExecutor(max_workers=len(bounds)) as executor:
+            counts = list(executor.map(parse_part, range(len(bounds))))
+    if min(counts) < 0:
         return None
+    if all(count == capacity for count, capacity in zip(counts[:-1], capacities[:-1], strict=True)):
+        kept = slice(0, int(offsets[-2]) + counts[-1])
+    else:  # blank lines inside a part left unused rows
+        kept = np.concatenate([np.arange(offsets[part], offsets[part] + count) for part, count in enumerate(counts)])
     try:
-        ids = [data[start:end].decode("utf-8") for start, end in id_bounds[:rows]]
+        ids = [data[start:end].decode("utf-8") for start, end in id_bounds[kept]]
     except UnicodeDecodeError:
         return None
-    return ids, values[:rows]
+    return ids, values[kept]
+
+
+MAX_THREADS = 4
+MIN_PART_BYTES = 4 * 2**20
+"""Files under twice this size are parsed in one part."""
+
+
+def _usable_cpus() -> int:
+    """Return the number of CPUs this process may run on, at most :data:`MAX_THREADS`."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(count, MAX_THREADS))
+
+
+def _part_bounds(data: bytes, start: int, parts: int) -> list[tuple[int, int]]:
+    """Cut ``data[start:]`` into up to ``parts`` ranges of whole lines, each at least :data:`MIN_PART_BYTES`."""
+    parts = max(1, min(parts, (len(data) - start) // MIN_PART_BYTES))
+    bounds = []
+    for part in range(parts):
+        end = len(data)
+        if part < parts - 1:
+            line_end = data.find(b"\n", start + (len(data) - start) // (parts - part))
+            end = len(data) if line_end < 0 else line_end + 1
+        bounds.append((start, end))
+        start = end
+        if start >= len(data):
+            break
+    return bounds

@@ -121,35 +121,39 @@ def read_label_file(path: Path) -> LabelFile:
     labels: list[float] = []
     skipped_rows = 0
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
+        reader = csv.reader(handle)
+        header = next(reader, [])
         for column in (ID_COLUMN, LABEL_COLUMN):
             if column not in header:
                 raise InputError(
                     f"labels file {path}: no '{column}' column in the header "
                     f"(columns: {', '.join(header) or 'none'}); the file needs 'id' and 'label' columns."
                 )
+        id_index, label_index = header.index(ID_COLUMN), header.index(LABEL_COLUMN)
         for row in reader:
-            text = row.get(LABEL_COLUMN)
-            if text is None or text.strip() == "":
+            if not row:
+                continue
+            text = row[label_index] if label_index < len(row) else ""
+            if not text or text.isspace():
                 skipped_rows += 1
                 continue
-            # Line numbers count the header as line 1.
-            line = reader.line_num
             try:
                 label = float(text)
             except ValueError:
+                # Line numbers count the header as line 1.
                 raise InputError(
-                    f"labels file {path}, line {line}, column 'label': '{text}' is not a number."
+                    f"labels file {path}, line {reader.line_num}, column 'label': '{text}' is not a number."
                 ) from None
-            if math.isnan(label):
+            if label != label:  # NaN
                 skipped_rows += 1
                 continue
             if math.isinf(label):
-                raise InputError(f"labels file {path}, line {line}, column 'label': '{text}' is not finite.")
-            raw_id = row.get(ID_COLUMN) or ""
+                raise InputError(
+                    f"labels file {path}, line {reader.line_num}, column 'label': '{text}' is not finite."
+                )
+            raw_id = row[id_index] if id_index < len(row) else ""
             if not raw_id:
-                raise InputError(f"labels file {path}, line {line}, column 'id': the id is empty.")
+                raise InputError(f"labels file {path}, line {reader.line_num}, column 'id': the id is empty.")
             ids.append(strip_id(raw_id))
             labels.append(label)
     return LabelFile(task_name, task_type, path, ids, np.asarray(labels, dtype=np.float64), skipped_rows)

@@ -270,6 +270,22 @@ def test_plain_csv_read_without_pandas(tmp_path, reporter, monkeypatch):
     np.testing.assert_array_equal(embeddings.values, expected)
 
 
+@pytest.mark.parametrize("parts", [2, 3, 5])
+def test_plain_csv_parsed_in_parts_as_in_one(monkeypatch, parts):
+    """Cutting the file into parts parsed on threads gives the same rows, also with blank lines and no final line end."""
+    from fusedeo.neuco import csv_kernel
+
+    monkeypatch.setattr(csv_kernel, "MIN_PART_BYTES", 1)
+    rows = [f"s{row}," + ",".join(cells) for row, cells in enumerate(PLAIN_CELLS * 3)]
+    data = ("id,0,1,2,3\n" + "\n".join(rows[:4]) + "\n\n\n" + "\r\n".join(rows[4:9]) + "\n\n" + "\n".join(rows[9:])).encode()
+    whole = csv_kernel.read_plain_csv(data, 4, threads=1)
+    split = csv_kernel.read_plain_csv(data, 4, threads=parts)
+    assert whole is not None and split is not None
+    assert split[0] == whole[0] == [f"s{row}" for row in range(12)]
+    np.testing.assert_array_equal(split[1], whole[1])
+    assert csv_kernel.read_plain_csv(data.replace(b"s11,", b"s11,x"), 4, threads=parts) is None
+
+
 @pytest.mark.parametrize("row", ['"s1",1.5,2', "s1,1.5,", "s1,1.5,nan", "s1,1.5,2,3", "s1,1.5"])
 def test_csv_that_is_not_plain_read_with_pandas(tmp_path, reporter, row):
     path = tmp_path / "mixed.csv"
