@@ -13,12 +13,12 @@ ones appended, the penalised Gram matrix of all rows is the diagonal
 ``D - ZTᵀ ZT`` for its held-out rows ``ZT``, so by the Woodbury identity its
 solution needs only the ``(test_size, test_size)`` system
 ``(I - ZT D⁻¹ ZTᵀ) x = ZT D⁻¹ b``, whose solution ``x`` is also the split's
-held-out prediction. Conjugate gradients solve it for all penalties of a
-split at once, one split after the other, so that the split's held-out rows
-stay in the CPU cache while they are multiplied about fifteen times.
+held-out prediction. Compiled conjugate gradients (:mod:`.linalg_kernel`)
+solve it for all penalties of a split at once, one split after the other,
+so that the split's held-out rows stay in the CPU cache while they are
+multiplied about fifteen times.
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,7 +74,7 @@ def fit_ridge_splits(
     Raises:
         RunCancelledError: If the reporter is cancelled.
     """
-    from .linalg_kernel import symmetric_eigh
+    from .linalg_kernel import matrix_product, symmetric_eigh
 
     sample_count, dim = features.shape
     train_size = train_rows.shape[1]
@@ -92,7 +92,7 @@ def fit_ridge_splits(
     eigenvalues, eigenvectors = symmetric_eigh(gram)
     eigenvalues = np.clip(eigenvalues, 0.0, None)
     rotated = np.ones((sample_count, dim + 1), dtype=np.float32)
-    np.matmul(centred, eigenvectors, out=rotated[:, :dim])
+    matrix_product(centred, np.ascontiguousarray(eigenvectors.T), rotated[:, :dim])
     del centred, gram
     basis = _Basis(rotated=rotated, eigenvalues=eigenvalues, targets=targets, train_size=train_size)
 
@@ -133,24 +133,24 @@ class _Basis:
         scale = float(eigenvalues.mean()) or 1.0
         self.alphas = np.asarray(RELATIVE_ALPHAS, dtype=np.float32) * np.float32(scale)
         task_count = targets.shape[1]
-        # Inverse of the penalised Gram diagonal, one column per task and penalty, task-major
-        # (dim + 1, tasks * alphas); the intercept is not penalised.
+        # Inverse of the penalised Gram diagonal, one row per task and penalty, task-major
+        # (tasks * alphas, dim + 1); the intercept is not penalised.
         diagonal = np.concatenate(
             [
-                eigenvalues[:, None].astype(np.float32) + self.alphas[None, :],
-                np.full((1, len(self.alphas)), float(sample_count), dtype=np.float32),
+                eigenvalues[None, :].astype(np.float32) + self.alphas[:, None],
+                np.full((len(self.alphas), 1), float(sample_count), dtype=np.float32),
             ],
-            axis=0,
+            axis=1,
         )
-        self.inverse_diagonal = np.tile(1.0 / diagonal, (1, task_count))
-        self.gram_target = rotated.T @ targets  # (dim + 1, tasks)
+        self.inverse_diagonal = np.tile(1.0 / diagonal, (task_count, 1))
+        self.gram_target = targets.T @ rotated  # (tasks, dim + 1)
         self.target_sum_squares = (targets.astype(np.float64) ** 2).sum(axis=0)
         self.degrees_of_freedom = _degrees_of_freedom(eigenvalues, self.alphas, train_size / sample_count)
 
     def solve_split(self, held_out: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """Fit every task and penalty on the training rows of one split.
 
-        Vectors are columns, one per task and penalty, task-major.
+        Vectors are rows, one per task and penalty, task-major.
 
         Args:
             held_out: Held-out rows of the split ``(test_size,)``.
@@ -160,24 +160,21 @@ class _Basis:
             criterion on the training rows ``(tasks, alphas)`` and the largest
             relative residual of the solves.
         """
+        from .linalg_kernel import rows_dot, solve_woodbury
+
         task_count = self.targets.shape[1]
         alpha_count = len(self.alphas)
         inputs = self.rotated[held_out]  # (test_size, dim + 1)
-        inputs_transposed = np.ascontiguousarray(inputs.T)
         held_out_targets = self.targets[held_out]  # (test_size, tasks)
 
         # Right-hand side of the split's normal equations: Zᵀy minus the held-out part.
-        train_target = self.gram_target - inputs_transposed @ held_out_targets  # (dim + 1, tasks)
-        full_solution = np.repeat(train_target, alpha_count, axis=1) * self.inverse_diagonal
-
-        def woodbury_matrix_times(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            """Return ((I - ZT D⁻¹ ZTᵀ) v, ZTᵀ v) for columns v of shape (test_size, columns)."""
-            projected = inputs_transposed @ vectors
-            return vectors - inputs @ (projected * self.inverse_diagonal), projected
-
-        right_side = inputs @ full_solution
-        solution, projected_solution, residual, relative_residual = _conjugate_gradients(
-            woodbury_matrix_times, right_side, len(inputs_transposed)
+        train_target = self.gram_target - held_out_targets.T @ inputs  # (tasks, dim + 1)
+        full_solution = np.repeat(train_target, alpha_count, axis=0) * self.inverse_diagonal
+        right_side = np.empty((len(full_solution), len(inputs)), dtype=np.float32)
+        rows_dot(inputs, full_solution, right_side)
+        solution, projected_solution, residual, relative_residual = solve_woodbury(
+            inputs, np.ascontiguousarray(inputs.T), self.inverse_diagonal, right_side, CG_TOLERANCE,
+            CG_MAX_ITERATIONS,
         )
         # ZT w = b + ZT D⁻¹ ZTᵀ x = x + (b - (I - ZT D⁻¹ ZTᵀ) x): the solution plus its residual.
         predictions = solution + residual
@@ -186,14 +183,14 @@ class _Basis:
         # Training residual sum of squares from the normal equations:
         # RSS = yᵀy - wᵀb - alpha·|w|² (the intercept is not penalised).
         train_sum_squares = self.target_sum_squares - (held_out_targets.astype(np.float64) ** 2).sum(axis=0)
-        weights64 = weights.astype(np.float64).reshape(-1, task_count, alpha_count)
-        fitted = (weights64 * train_target.astype(np.float64)[:, :, None]).sum(axis=0)
-        penalty = self.alphas.astype(np.float64) * (weights64[:-1] ** 2).sum(axis=0)
+        weights64 = weights.astype(np.float64).reshape(task_count, alpha_count, -1)
+        fitted = (weights64 * train_target.astype(np.float64)[:, None, :]).sum(axis=2)
+        penalty = self.alphas.astype(np.float64) * (weights64[:, :, :-1] ** 2).sum(axis=2)
         residual_sum = np.clip(train_sum_squares[:, None] - fitted - penalty, 0.0, None)
         remaining = np.clip(self.train_size - self.degrees_of_freedom, 0.0, None)
         with np.errstate(divide="ignore"):
             criterion = np.where(remaining > 0.5, self.train_size * residual_sum / remaining**2, np.inf)
-        return predictions.T.reshape(task_count, alpha_count, -1), criterion, relative_residual
+        return predictions.reshape(task_count, alpha_count, -1), criterion, relative_residual
 
 
 def _degrees_of_freedom(eigenvalues: np.ndarray, alphas: np.ndarray, train_fraction: float) -> np.ndarray:
@@ -205,42 +202,3 @@ def _degrees_of_freedom(eigenvalues: np.ndarray, alphas: np.ndarray, train_fract
     """
     scaled = eigenvalues.astype(np.float64)[None, :] * train_fraction
     return 1.0 + (scaled / (scaled + alphas.astype(np.float64)[:, None])).sum(axis=1)
-
-
-def _conjugate_gradients(
-    matrix_times: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], right_side: np.ndarray, projected_size: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Solve symmetric positive definite systems column by column, all columns at once.
-
-    Args:
-        matrix_times: Returns ``(A v, P v)`` for ``(size, systems)`` vectors
-            ``v``, where ``P`` is any linear map to carry along.
-        right_side: ``(size, systems)``.
-        projected_size: Number of rows of ``P v``.
-
-    Returns:
-        The solutions ``x``, ``P x``, the residuals ``b - A x`` and the
-        largest relative residual norm, which is at most
-        :data:`CG_TOLERANCE` unless :data:`CG_MAX_ITERATIONS` ran out.
-    """
-    solution = np.zeros_like(right_side)
-    projected_solution = np.zeros((projected_size, right_side.shape[1]), dtype=right_side.dtype)
-    residual = right_side.copy()
-    direction = residual.copy()
-    residual_norm = (residual * residual).sum(axis=0)  # (systems,)
-    target_norm = residual_norm * CG_TOLERANCE**2
-    for _ in range(CG_MAX_ITERATIONS):
-        if bool((residual_norm <= target_norm).all()):
-            break
-        product, projected = matrix_times(direction)
-        curvature = (direction * product).sum(axis=0)
-        step = np.where(curvature > 0, residual_norm / np.maximum(curvature, 1e-30), 0.0).astype(np.float32)
-        solution += step * direction
-        projected_solution += step * projected
-        residual -= step * product
-        new_norm = (residual * residual).sum(axis=0)
-        ratio = np.where(residual_norm > 0, new_norm / np.maximum(residual_norm, 1e-30), 0.0).astype(np.float32)
-        direction = residual + ratio * direction
-        residual_norm = new_norm
-    relative = np.sqrt(residual_norm / np.maximum(target_norm, 1e-30)) * CG_TOLERANCE
-    return solution, projected_solution, residual, float(relative.max(initial=0.0))

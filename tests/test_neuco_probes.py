@@ -152,3 +152,58 @@ def test_ridge_classifier_separable_classes():
     )
     assert classification.scores.mean() > 0.9
     assert regression.scores.min() > 0.99
+
+
+@pytest.mark.parametrize(("row_count", "vector_count"), [(1, 1), (7, 13), (64, 4), (130, 26)])
+def test_rows_dot_equals_matmul(row_count, vector_count):
+    from fusedeo.neuco.linalg_kernel import rows_dot
+
+    rng = np.random.default_rng(row_count)
+    rows = rng.standard_normal((row_count, 37)).astype(np.float32)
+    vectors = rng.standard_normal((vector_count, 37)).astype(np.float32)
+    out = np.full((vector_count, row_count), np.nan, dtype=np.float32)
+    rows_dot(rows, vectors, out)
+    np.testing.assert_allclose(out, vectors.astype(np.float64) @ rows.T, rtol=1e-5, atol=1e-5)
+
+
+def test_matrix_product_writes_into_columns_of_wider_array():
+    from fusedeo.neuco.linalg_kernel import matrix_product
+
+    rng = np.random.default_rng(3)
+    left = rng.standard_normal((150, 20)).astype(np.float32)
+    right = rng.standard_normal((20, 9)).astype(np.float32)
+    wider = np.ones((150, 10), dtype=np.float32)
+    matrix_product(left, np.ascontiguousarray(right.T), wider[:, :9])
+    np.testing.assert_allclose(wider[:, :9], left.astype(np.float64) @ right, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(wider[:, 9], 1.0)
+
+
+def test_solve_woodbury_equals_direct_solve():
+    from fusedeo.neuco.linalg_kernel import solve_woodbury
+
+    rng = np.random.default_rng(5)
+    inputs = rng.standard_normal((30, 50)).astype(np.float32)
+    # Diagonals large enough that every system matrix is positive definite.
+    inverse_diagonal = (1.0 / rng.uniform(200.0, 500.0, (3, 50))).astype(np.float32)
+    right_side = rng.standard_normal((3, 30)).astype(np.float32)
+    solution, projected, residual, worst = solve_woodbury(
+        inputs, np.ascontiguousarray(inputs.T), inverse_diagonal, right_side, 1e-6, 200
+    )
+    for system in range(3):
+        matrix = np.eye(30) - (inputs * inverse_diagonal[system]).astype(np.float64) @ inputs.T
+        expected = np.linalg.solve(matrix, right_side[system])
+        np.testing.assert_allclose(solution[system], expected, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(projected[system], inputs.T.astype(np.float64) @ solution[system], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(residual[system], right_side[system] - matrix @ solution[system], atol=1e-4)
+    assert worst <= 1e-6
+
+
+def test_solve_woodbury_reports_unfinished_solve():
+    from fusedeo.neuco.linalg_kernel import solve_woodbury
+
+    rng = np.random.default_rng(6)
+    inputs = rng.standard_normal((30, 50)).astype(np.float32)
+    inverse_diagonal = np.full((1, 50), 1.0 / 250.0, dtype=np.float32)
+    right_side = rng.standard_normal((1, 30)).astype(np.float32)
+    *_, worst = solve_woodbury(inputs, np.ascontiguousarray(inputs.T), inverse_diagonal, right_side, 1e-6, 1)
+    assert worst > 1e-6
