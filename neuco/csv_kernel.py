@@ -137,6 +137,25 @@ def parse_rows(data: np.ndarray, start: int, values: np.ndarray, id_bounds: np.n
     return row
 
 
+@numba.njit(cache=True, nogil=True)
+def count_line_ends(data: np.ndarray, start: int, end: int) -> int:
+    """Return the number of line feeds in ``data[start:end]``."""
+    count = 0
+    for position in range(start, end):
+        if data[position] == _NEWLINE:
+            count += 1
+    return count
+
+
+def load() -> None:
+    """Compile the kernels, or load them from numba's cache, by reading a one-row file.
+
+    Loading holds the interpreter lock for about 0.1 s, so a caller can read
+    the file on another thread meanwhile.
+    """
+    read_plain_csv(b"id,0\na,1\n", 1, threads=1)
+
+
 def read_plain_csv(data: bytes, columns: int, threads: int | None = None) -> tuple[list[str], np.ndarray] | None:
     """Return the ids and values of a plain CSV, or None when the file is not plain.
 
@@ -156,22 +175,21 @@ def read_plain_csv(data: bytes, columns: int, threads: int | None = None) -> tup
         return [], np.empty((0, columns), dtype=np.float32)
     buffer = np.frombuffer(data, dtype=np.uint8)
     bounds = _part_bounds(data, header_end + 1, threads or _usable_cpus())
-    # Each part may hold up to one row per line end in it, plus an unterminated last line.
-    capacities = [data.count(b"\n", start, end) + 1 for start, end in bounds]
-    offsets = np.concatenate([[0], np.cumsum(capacities)])
-    values = np.empty((int(offsets[-1]), columns), dtype=np.float32)
-    id_bounds = np.empty((int(offsets[-1]), 2), dtype=np.int64)
+    with ThreadPoolExecutor(max_workers=len(bounds)) as executor:
+        # Each part may hold up to one row per line end in it, plus an unterminated last line.
+        capacities = [
+            count + 1 for count in executor.map(lambda bound: count_line_ends(buffer, *bound), bounds)
+        ]
+        offsets = np.concatenate([[0], np.cumsum(capacities)])
+        values = np.empty((int(offsets[-1]), columns), dtype=np.float32)
+        id_bounds = np.empty((int(offsets[-1]), 2), dtype=np.int64)
 
-    def parse_part(part: int) -> int:
-        start, end = bounds[part]
-        rows = slice(int(offsets[part]), int(offsets[part + 1]))
-        return int(parse_rows(buffer[:end], start, values[rows], id_bounds[rows]))
+        def parse_part(part: int) -> int:
+            start, end = bounds[part]
+            rows = slice(int(offsets[part]), int(offsets[part + 1]))
+            return int(parse_rows(buffer[:end], start, values[rows], id_bounds[rows]))
 
-    if len(bounds) == 1:
-        counts = [parse_part(0)]
-    else:
-        with ThreadPoolExecutor(max_workers=len(bounds)) as executor:
-            counts = list(executor.map(parse_part, range(len(bounds))))
+        counts = list(executor.map(parse_part, range(len(bounds))))
     if min(counts) < 0:
         return None
     if all(count == capacity for count, capacity in zip(counts[:-1], capacities[:-1], strict=True)):

@@ -26,7 +26,8 @@ and column.
 
 import csv
 import math
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,7 @@ class LabelFile:
     ids: list[str]
     labels: np.ndarray  # (rows,) float64, in file order
     skipped_rows: int  # rows with an empty or NaN label
+    repeated_ids: list[tuple[str, int, int]] = field(default_factory=list)  # (id, first line, repeating line)
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,8 @@ def read_label_file(path: Path) -> LabelFile:
     ids: list[str] = []
     labels: list[float] = []
     skipped_rows = 0
+    first_lines: dict[str, int] = {}
+    repeated_ids: list[tuple[str, int, int]] = []
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         header = next(reader, [])
@@ -154,9 +158,15 @@ def read_label_file(path: Path) -> LabelFile:
             raw_id = row[id_index] if id_index < len(row) else ""
             if not raw_id:
                 raise InputError(f"labels file {path}, line {reader.line_num}, column 'id': the id is empty.")
-            ids.append(strip_id(raw_id))
+            row_id = strip_id(raw_id)
+            first_line = first_lines.setdefault(row_id, reader.line_num)
+            if first_line != reader.line_num:
+                repeated_ids.append((row_id, first_line, reader.line_num))
+            ids.append(row_id)
             labels.append(label)
-    return LabelFile(task_name, task_type, path, ids, np.asarray(labels, dtype=np.float64), skipped_rows)
+    return LabelFile(
+        task_name, task_type, path, ids, np.asarray(labels, dtype=np.float64), skipped_rows, repeated_ids
+    )
 
 
 def label_file_paths(folder: Path) -> list[Path]:
@@ -203,6 +213,13 @@ def read_labels_folder(folder: Path, reporter: Reporter) -> list[LabelFile]:
         if label_file.skipped_rows:
             reporter.warning(
                 f"{label_file.path.name}: skipped {label_file.skipped_rows} rows with an empty label."
+            )
+        if label_file.repeated_ids:
+            row_id, first_line, line = label_file.repeated_ids[0]
+            reporter.warning(
+                f"{label_file.path.name}: {len(label_file.repeated_ids)} rows repeat an id of an earlier row "
+                f"(for example '{row_id}' on lines {first_line} and {line}). Each row counts as a sample, as in "
+                "NeuCo-Bench; remove the repeats unless they are intended."
             )
     return sorted(label_files, key=lambda label_file: label_file.task_name)
 
@@ -309,9 +326,14 @@ def read_embeddings(
 
     plain = None
     if header == [ID_COLUMN, *(str(index) for index in range(len(columns)))]:
-        from .csv_kernel import read_plain_csv
+        from . import csv_kernel
 
-        plain = read_plain_csv(path.read_bytes(), len(columns))
+        # Loading the compiled parser holds the interpreter lock and reading the file does not, so both run at once.
+        with ThreadPoolExecutor(max_workers=1) as executor:
+            loaded = executor.submit(csv_kernel.load)
+            data = path.read_bytes()
+            loaded.result()
+        plain = csv_kernel.read_plain_csv(data, len(columns))
     frame = None
     if plain is not None:
         raw_ids, all_values = plain

@@ -111,6 +111,15 @@ def test_read_label_file_skips_empty_labels(tmp_path):
     assert label_file.skipped_rows == 2
 
 
+def test_repeated_label_ids_kept_with_warning(tmp_path, caplog):
+    rows = [("a", "1"), ("b", "0"), ("a.zarr.zip", "0"), ("c", "1"), ("b", "1")]
+    write_labels(tmp_path, "crop__classification.csv", rows)
+    (label_file,) = inputs.read_labels_folder(tmp_path, LoggingReporter("test"))
+    assert label_file.ids == ["a", "b", "a", "c", "b"]
+    assert label_file.repeated_ids == [("a", 2, 4), ("b", 3, 6)]
+    assert "2 rows repeat an id of an earlier row (for example 'a' on lines 2 and 4)" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("file_name", "task_type"),
     [("t__regression.csv", "regression"), ("t__regr.csv", "regression"), ("t__cls.csv", "classification")],
