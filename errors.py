@@ -47,6 +47,10 @@ class MissingFileError(PluginError, FileNotFoundError):
     """A required file does not exist."""
 
 
+class OutputError(PluginError, OSError):
+    """An output file or folder cannot be written."""
+
+
 class DownloadError(PluginError, OSError):
     """A download failed (network error, HTTP error or server misbehaviour)."""
 

@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     # Less common options.
-    parser.add_argument("--embedding-dim", type=int, help="Zero-pad the embeddings to this width (default: the file's width).")
+    parser.add_argument("--embedding-dim", type=int, help="Zero-pad the embeddings to this width (default or 0: the file's width).")
     parser.add_argument("--exclude-file", type=Path, help="File of ids to leave out, one per line.")
     parser.add_argument("--tasks", help="Comma-separated task names to score (default: every task).")
     parser.add_argument("--no-standardize", action="store_true", help="Do not standardise the embedding values.")
@@ -73,7 +73,7 @@ def config_from_arguments(arguments: argparse.Namespace) -> EvaluationConfig:
         phase=arguments.phase,
         method_name=arguments.method_name,
         report_path=arguments.output_report,
-        embedding_dim=arguments.embedding_dim,
+        embedding_dim=arguments.embedding_dim or None,
         exclude_file=arguments.exclude_file,
         tasks=tasks or None,
         standardize=not arguments.no_standardize,

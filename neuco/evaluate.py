@@ -1,6 +1,7 @@
 """Score an embeddings CSV on a labels folder: read, probe every task, write results, leaderboard and report."""
 
 import multiprocessing
+import os
 import shutil
 import sys
 import time
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..errors import InputError, MissingFileError, import_optional
+from ..errors import InputError, MissingFileError, OutputError, import_optional
 from ..reporting import LoggingReporter, Reporter
 from . import inputs
 from .linear_probe import LinearProbeSettings
@@ -98,17 +99,47 @@ class EvaluationResult:
 def check_config(config: EvaluationConfig) -> None:
     """Raise InputError for settings that cannot work, before any file is read."""
     if config.probe not in PROBES:
-        raise InputError(f"PROBE: '{config.probe}' is not valid; expected one of {', '.join(PROBES)}.")
+        raise InputError(f"PROBE (--probe): '{config.probe}' is not valid; expected one of {', '.join(PROBES)}.")
     if config.k_folds < 2:
-        raise InputError(f"K_FOLDS: {config.k_folds} is too small; use at least 2 splits (NeuCo-Bench uses 40).")
+        raise InputError(f"K_FOLDS (--k-folds): {config.k_folds} is too small; use at least 2 splits (NeuCo-Bench uses 40).")
     if config.embedding_dim is not None and config.embedding_dim < 1:
         raise InputError(
-            f"EMBEDDING_DIM: {config.embedding_dim} is not a valid width; give a positive number or leave it empty."
+            f"EMBEDDING_DIM (--embedding-dim): {config.embedding_dim} is not a valid width; give a positive number or leave it empty."
         )
     check_folder_name(config.phase, "PHASE", reserved=(LEADERBOARD_FOLDER,))
     check_folder_name(method_name(config), "METHOD_NAME")
     if config.workers is not None and config.workers < 1:
-        raise InputError(f"workers: {config.workers} is not valid; use at least 1.")
+        raise InputError(f"--workers: {config.workers} is not valid; use at least 1.")
+
+
+def check_output_paths(config: EvaluationConfig) -> None:
+    """Raise InputError if the output folder or the report cannot be created where they are asked for.
+
+    This runs before the inputs are read, so a bad path costs no probing.
+    """
+    output_folder = Path(config.output_folder)
+    if output_folder.exists() and not output_folder.is_dir():
+        raise InputError(
+            f"OUTPUT_FOLDER (--output-folder): {output_folder} is a file; give a folder, which is created if missing."
+        )
+    _check_creatable(output_folder, "OUTPUT_FOLDER (--output-folder)")
+    report_path = Path(config.report_path) if config.report_path else default_report_path(output_folder, config.phase)
+    if report_path.is_dir():
+        raise InputError(
+            f"OUTPUT_REPORT (--output-report): {report_path} is a folder; give the path of an HTML file."
+        )
+    _check_creatable(report_path, "OUTPUT_REPORT (--output-report)")
+
+
+def _check_creatable(path: Path, parameter: str) -> None:
+    """Raise InputError if an existing ancestor of ``path`` is not a folder."""
+    for ancestor in path.absolute().parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise InputError(
+                    f"{parameter}: {path} cannot be created because {ancestor} is a file; choose another path."
+                )
+            return
 
 
 def check_inputs(config: EvaluationConfig) -> None:
@@ -119,6 +150,7 @@ def check_inputs(config: EvaluationConfig) -> None:
         MissingFileError: If an input file or folder does not exist.
     """
     check_config(config)
+    check_output_paths(config)
     inputs.check_embeddings_header(Path(config.embeddings_csv), config.embedding_dim)
     folder = Path(config.labels_folder)
     task_names = {inputs.parse_label_file_name(path)[0] for path in inputs.label_file_paths(folder)}
@@ -151,10 +183,14 @@ def evaluate(config: EvaluationConfig, reporter: Reporter | None = None) -> Eval
         InputError: If a setting or an input file is invalid.
         MissingFileError: If an input file or folder does not exist.
         RunCancelledError: If the reporter is cancelled; nothing is written then.
+        OutputError: If the results, leaderboard or report cannot be written.
+            The run folder is removed then, and the leaderboard and report
+            keep their previous content.
     """
     reporter = reporter or LoggingReporter(__name__)
     started = time.perf_counter()
     check_config(config)
+    check_output_paths(config)
     embeddings, tasks = load_tasks(config, reporter)
     loaded = time.perf_counter()
 
@@ -164,21 +200,31 @@ def evaluate(config: EvaluationConfig, reporter: Reporter | None = None) -> Eval
     timing = {"read_inputs_s": loaded - started, "probe_s": time.perf_counter() - loaded}
     reporter.debug(f"Inputs read in {timing['read_inputs_s']:.2f} s, tasks probed in {timing['probe_s']:.2f} s.")
     # The run folder appears only once every task is scored, so a failed or cancelled run leaves nothing.
-    run_folder = new_run_folder(Path(config.output_folder), config.phase, method_name(config))
+    try:
+        run_folder = new_run_folder(Path(config.output_folder), config.phase, method_name(config))
+    except OSError as err:
+        raise OutputError(f"OUTPUT_FOLDER (--output-folder): the run folder cannot be created: {err}") from err
     try:
         for score in scores:
             write_task_result(run_folder, score, details[score.task_name])
         summary_path = write_run_summary(
             run_folder, run_folder.name, scores, run_config(config), run_details(config, tasks, timing)
         )
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(run_folder, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise OutputError(f"writing the results to {run_folder} failed: {err}") from err
         raise
     for score in scores:
         reporter.info(f"{score.task_name}: Q = {score.q:.2f} (mean {score.mean:.4f}, std {score.std:.4f}).")
     reporter.info(f"Mean Q over {len(scores)} tasks: {np.mean([score.q for score in scores]):.2f}.")
 
-    leaderboard_path, report_path = update_phase(config, reporter)
+    try:
+        leaderboard_path, report_path = update_phase(config, reporter)
+    except BaseException:
+        # update_phase changes the leaderboard and report only when both are written.
+        shutil.rmtree(run_folder, ignore_errors=True)
+        raise
     return EvaluationResult(
         run_folder, summary_path, scores, leaderboard_path, report_path, time.perf_counter() - started
     )
@@ -271,15 +317,21 @@ def update_phase(config: EvaluationConfig, reporter: Reporter) -> tuple[Path, Pa
     output_folder = Path(config.output_folder)
     runs = read_phase_runs(output_folder, config.phase, reporter)
     leaderboard = rank_runs(runs)
-    leaderboard_path = write_leaderboard_csv(
-        output_folder / LEADERBOARD_FOLDER / config.phase / "leaderboard.csv", leaderboard, runs
-    )
-    report_path = write_report(
-        Path(config.report_path) if config.report_path else default_report_path(output_folder, config.phase),
-        config.phase,
-        runs,
-        leaderboard,
-    )
+    leaderboard_path = output_folder / LEADERBOARD_FOLDER / config.phase / "leaderboard.csv"
+    report_path = Path(config.report_path) if config.report_path else default_report_path(output_folder, config.phase)
+    # Both files are written next to their targets first and replace them only when both are complete.
+    staged_leaderboard = leaderboard_path.with_name(f".{leaderboard_path.name}.partial")
+    staged_report = report_path.with_name(f".{report_path.name}.partial")
+    try:
+        write_leaderboard_csv(staged_leaderboard, leaderboard, runs)
+        write_report(staged_report, config.phase, runs, leaderboard)
+        os.replace(staged_leaderboard, leaderboard_path)
+        os.replace(staged_report, report_path)
+    except OSError as err:
+        raise OutputError(f"writing the leaderboard or the report of phase '{config.phase}' failed: {err}") from err
+    finally:
+        staged_leaderboard.unlink(missing_ok=True)
+        staged_report.unlink(missing_ok=True)
     if leaderboard.incomplete:
         reporter.warning(
             f"Leaderboard: {len(leaderboard.incomplete)} runs lack a task score and are not ranked: "

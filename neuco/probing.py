@@ -25,6 +25,9 @@ TaskDetails = dict[str, dict[str, Any]]
 MIN_TRAINING_STEPS = 100
 """AdamW steps per split below which the ``neuco`` probe is reported as barely trained."""
 
+STILL_IMPROVING_SHARE = 0.5
+"""Share of splits whose best epoch is the last one from which a task's ``neuco`` probe is reported as undertrained."""
+
 
 def probe_tasks(
     values: np.ndarray,
@@ -141,9 +144,12 @@ def _probe_neuco(
     results = [future.result() for future in futures]
 
     scores, details = [], {}
+    still_improving = []
     for index, task in enumerate(tasks):
         result = FoldResults.concatenate(results[index * len(groups) : (index + 1) * len(groups)])
         scores.append(TaskScore(task.name, task.task_type, result.scores))
+        if linear.epochs > 1 and np.mean(result.best_epochs == linear.epochs) >= STILL_IMPROVING_SHARE:
+            still_improving.append(f"{task.name} ({int((result.best_epochs == linear.epochs).sum())} of {k_folds})")
         details[task.name] = {
             "probe": "neuco",
             "n_samples": len(task.rows),
@@ -151,6 +157,13 @@ def _probe_neuco(
             "best_epochs": result.best_epochs.tolist(),
             "mean_score_per_epoch": np.nanmean(result.epoch_scores, axis=1).tolist(),
         }
+    if still_improving:
+        reporter.warning(
+            f"Probe neuco: the held-out score was still rising at the last of {linear.epochs} epochs in most "
+            f"splits of {', '.join(still_improving)}. The probe is undertrained there, as the NeuCo-Bench protocol "
+            "prescribes, so a low Q may not mean the embeddings lack the signal. The ridge probe is fitted in closed "
+            "form and has no such limit."
+        )
     return scores, details
 
 

@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 from neuco_data import write_benchmark
 
-from fusedeo.errors import InputError, RunCancelledError
+from fusedeo.errors import InputError, OutputError, RunCancelledError
 from fusedeo.neuco import EvaluationConfig, evaluate
 from fusedeo.neuco.__main__ import main
+from fusedeo.neuco.linear_probe import LinearProbeSettings
 from fusedeo.reporting import LoggingReporter
 
 TASKS = ["alpha", "beta", "gamma"]
+# The package exports the function evaluate(), which hides the module of the same name.
+EVALUATE_MODULE = sys.modules["fusedeo.neuco.evaluate"]
 
 
 @pytest.fixture()
@@ -86,6 +89,22 @@ def test_small_task_warns_probe_barely_trained(tmp_path, benchmark_files):
                for text in warnings)
 
 
+def test_undertrained_probe_warns_only_when_still_rising(tmp_path, benchmark_files):
+    csv_path, labels = benchmark_files
+    reporter = LoggingReporter("test")
+    evaluate(EvaluationConfig(csv_path, labels, tmp_path / "out", k_folds=4), reporter)
+    warnings = [text for level, text in reporter.messages if level == "warning"]
+    assert any(
+        "still rising at the last of 10 epochs in most splits of alpha (4 of 4), beta (4 of 4)." in text
+        for text in warnings
+    )
+
+    reporter = LoggingReporter("test")
+    trained = LinearProbeSettings(epochs=60, learning_rate=0.01)
+    evaluate(EvaluationConfig(csv_path, labels, tmp_path / "out", k_folds=4, linear=trained), reporter)
+    assert not any("still rising" in text for level, text in reporter.messages)
+
+
 def test_forked_reader_gives_same_scores(tmp_path, benchmark_files):
     csv_path, labels = benchmark_files
     scores = []
@@ -129,6 +148,54 @@ def test_evaluate_unknown_task_in_filter(tmp_path, benchmark_files):
     config = EvaluationConfig(csv_path, labels, tmp_path / "out", tasks=("alpha", "delta"))
     with pytest.raises(InputError, match=r"TASKS: delta not found in .*; the tasks there are alpha, beta, gamma"):
         evaluate(config, LoggingReporter("test"))
+
+
+def test_output_folder_that_is_a_file_rejected_before_reading(tmp_path, benchmark_files, monkeypatch):
+    csv_path, labels = benchmark_files
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(EVALUATE_MODULE, "load_tasks", _fail_if_called)
+    for output_folder in (blocker, blocker / "results"):
+        config = EvaluationConfig(csv_path, labels, output_folder, probe="ridge")
+        with pytest.raises(InputError, match=r"OUTPUT_FOLDER \(--output-folder\): .*afile"):
+            evaluate(config, LoggingReporter("test"))
+    assert blocker.read_text() == "not a folder"
+
+
+def test_report_path_that_is_a_folder_rejected_before_reading(tmp_path, benchmark_files, monkeypatch):
+    csv_path, labels = benchmark_files
+    monkeypatch.setattr(EVALUATE_MODULE, "load_tasks", _fail_if_called)
+    config = EvaluationConfig(csv_path, labels, tmp_path / "out", probe="ridge", report_path=tmp_path)
+    with pytest.raises(InputError, match=r"OUTPUT_REPORT \(--output-report\): .* is a folder"):
+        evaluate(config, LoggingReporter("test"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_failed_report_write_keeps_previous_phase(tmp_path, benchmark_files, monkeypatch):
+    csv_path, labels = benchmark_files
+    first = evaluate(
+        EvaluationConfig(csv_path, labels, tmp_path / "out", probe="ridge", k_folds=3, method_name="first"),
+        LoggingReporter("test"),
+    )
+    leaderboard_before = first.leaderboard_path.read_text()
+    report_before = first.report_path.read_text()
+
+    def full_disk(path, *arguments):  # noqa: ANN001, ANN202
+        path.write_text("<html>half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(EVALUATE_MODULE, "write_report", full_disk)
+    config = EvaluationConfig(csv_path, labels, tmp_path / "out", probe="ridge", k_folds=3, method_name="second")
+    with pytest.raises(OutputError, match="No space left on device"):
+        evaluate(config, LoggingReporter("test"))
+    assert [run.name for run in (tmp_path / "out" / "results").iterdir()] == [first.run_folder.name]
+    assert first.leaderboard_path.read_text() == leaderboard_before
+    assert first.report_path.read_text() == report_before
+    assert sorted(path.name for path in first.report_path.parent.iterdir()) == ["leaderboard.csv", "report.html"]
+
+
+def _fail_if_called(*arguments):  # noqa: ANN002, ANN202
+    raise AssertionError("the inputs were read although the output paths are invalid")
 
 
 class _AlwaysCancelled(LoggingReporter):
