@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..errors import InputError, MissingFileError, OutputError, import_optional
+from ..errors import InputError, OutputError, import_optional
 from ..reporting import LoggingReporter, Reporter
 from . import inputs
 from .linear_probe import LinearProbeSettings
@@ -155,8 +155,8 @@ def check_inputs(config: EvaluationConfig) -> None:
     folder = Path(config.labels_folder)
     task_names = {inputs.parse_label_file_name(path)[0] for path in inputs.label_file_paths(folder)}
     inputs.check_task_filter(config.tasks, task_names, folder)
-    if config.exclude_file and not Path(config.exclude_file).is_file():
-        raise MissingFileError(f"exclude file {config.exclude_file} does not exist.")
+    if config.exclude_file:
+        inputs.read_exclude_file(Path(config.exclude_file))
 
 
 def method_name(config: EvaluationConfig) -> str:

@@ -230,6 +230,8 @@ def read_exclude_file(path: Path) -> set[str]:
     Raises:
         MissingFileError: If the file does not exist.
     """
+    if path.is_dir():
+        raise InputError(f"exclude file {path} is a folder; give the path of a text file with one id per line.")
     if not path.is_file():
         raise MissingFileError(f"exclude file {path} does not exist.")
     lines = path.read_text(encoding="utf-8-sig").splitlines()
@@ -251,6 +253,8 @@ def read_csv_header(path: Path) -> list[str]:
         MissingFileError: If the file does not exist.
         InputError: If the file is empty or names a column twice.
     """
+    if path.is_dir():
+        raise InputError(f"embeddings CSV {path} is a folder; give the path of the CSV file.")
     if not path.is_file():
         raise MissingFileError(f"embeddings CSV {path} does not exist.")
     with path.open(newline="", encoding="utf-8-sig") as handle:
@@ -466,9 +470,15 @@ def assemble_tasks(
                 f"{label_file.task_name}: {len(rows)} of {len(label_file.ids)} labelled ids have an embedding."
             )
         if len(rows) < MIN_TASK_SAMPLES:
+            examples = (
+                f" (first ids of {label_file.path.name}: {label_file.ids[:3]}; first embedding ids: "
+                f"{embeddings.ids[:3]}; ids are compared after removing '.zarr.zip' and '.zarr')"
+                if not len(rows)
+                else ""
+            )
             reporter.warning(
                 f"{label_file.task_name}: skipped, {len(rows)} labelled ids have an embedding "
-                f"and at least {MIN_TASK_SAMPLES} are needed."
+                f"and at least {MIN_TASK_SAMPLES} are needed{examples}."
             )
             continue
         raw_labels = labels

@@ -226,6 +226,24 @@ def test_error_same_task_twice(tmp_path, reporter):
         inputs.read_labels_folder(tmp_path, reporter)
 
 
+def test_folder_given_for_file_named_as_folder(tmp_path):
+    with pytest.raises(InputError, match=r"embeddings CSV .* is a folder; give the path of the CSV file"):
+        inputs.read_csv_header(tmp_path)
+    with pytest.raises(InputError, match=r"exclude file .* is a folder"):
+        inputs.read_exclude_file(tmp_path)
+
+
+def test_task_without_matching_ids_shows_examples(tmp_path, caplog):
+    reporter = LoggingReporter("test")
+    csv_path = write_embeddings_csv(tmp_path / "e.csv", [f"s{index}" for index in range(30)], np.ones((30, 2)))
+    kept = inputs.read_label_file(write_labels(tmp_path / "labels", "t__regression.csv", [(f"s{i}", "1") for i in range(30)]))
+    other = inputs.read_label_file(write_labels(tmp_path / "labels", "u__regression.csv", [("x1", "1"), ("x2", "2")]))
+    embeddings = inputs.read_embeddings(csv_path, set(kept.ids), reporter)
+    inputs.assemble_tasks(embeddings, [kept, other], reporter, normalize_labels=False)
+    assert "u: skipped, 0 labelled ids have an embedding and at least" in caplog.text
+    assert "first ids of u__regression.csv: ['x1', 'x2']; first embedding ids: ['s0', 's1', 's2']" in caplog.text
+
+
 def test_error_labels_folder_without_csv(tmp_path, reporter):
     with pytest.raises(InputError, match="contains no .csv file"):
         inputs.read_labels_folder(tmp_path, reporter)

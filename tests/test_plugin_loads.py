@@ -128,3 +128,20 @@ def test_missing_package_named_with_install_hint(tmp_path):
     assert "The Python package 'torch' is needed for running encoders" in completed.stdout
     assert "python3 -m pip install torch" in completed.stdout
     assert not (tmp_path / "out.tif").exists()
+
+
+def test_help_shows_placeholders_as_written(processing):
+    """QGIS shows the help as rich text, where an unescaped <task> would vanish."""
+    import re
+
+    from qgis.core import QgsApplication
+    from qgis.PyQt.QtGui import QTextDocument
+
+    provider = QgsApplication.processingRegistry().providerById("fusedeo")
+    for algorithm in provider.algorithms():
+        raw = " ".join([algorithm.SUMMARY, *(text for _, text in algorithm.PARAMETER_HELP.values())])
+        document = QTextDocument()
+        document.setHtml(algorithm.shortHelpString())
+        shown = document.toPlainText()
+        for placeholder in re.findall(r"<[^<>]+>", raw):
+            assert placeholder in shown, f"{algorithm.id()}: {placeholder} is missing from the rendered help"

@@ -6,6 +6,7 @@ used in ``initAlgorithm``. Core errors become ``QgsProcessingException``.
 """
 
 from collections.abc import Callable
+from html import escape
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,10 +51,14 @@ class FusedEOAlgorithm(QgsProcessingAlgorithm):
         return self.GROUP_ID
 
     def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
-        """Render the summary and the help of every parameter as HTML."""
-        parts = [f"<p>{self.tr(self.SUMMARY)}</p>", "<dl>"]
+        """Render the summary and the help of every parameter as HTML.
+
+        The texts are escaped, so placeholders such as ``<task>`` show as written.
+        """
+        parts = [f"<p>{escape(self.tr(self.SUMMARY), quote=False)}</p>", "<dl>"]
         for label, text in self.PARAMETER_HELP.values():
-            parts.append(f"<dt><b>{self.tr(label)}</b></dt><dd>{self.tr(text)}</dd>")
+            label_html, text_html = escape(self.tr(label), quote=False), escape(self.tr(text), quote=False)
+            parts.append(f"<dt><b>{label_html}</b></dt><dd>{text_html}</dd>")
         parts.append("</dl>")
         return "\n".join(parts)
 

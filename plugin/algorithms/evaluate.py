@@ -62,8 +62,8 @@ class EvaluateAlgorithm(FusedEOAlgorithm):
         "<output folder>/leaderboards/<phase>/leaderboard.csv, and an HTML report shows Q per run and task, "
         "the mean Q per run and the leaderboard. The neuco probe repeats the reference training (AdamW, 10 "
         "epochs, batch 64, best epoch per split) with all splits of a task trained as one batched model and "
-        "matches the reference's scores. The ridge probe fits closed-form ridge models instead; it takes about half "
-        "the probing time, but its scores are its own and cannot be compared with neuco runs."
+        "matches the reference's scores. The ridge probe fits closed-form ridge models instead. It is faster, "
+        "but its scores are its own and cannot be compared with neuco runs."
     )
     PARAMETER_HELP = {
         EMBEDDINGS_CSV: (
@@ -82,7 +82,8 @@ class EvaluateAlgorithm(FusedEOAlgorithm):
             "neuco: NeuCo-Bench's linear layer trained with AdamW (learning rate 0.001, batch 64, 10 epochs), "
             "scored by its best epoch per split; its scores match the reference. ridge: ridge regression, "
             "and a ridge classifier for classification, with the penalty chosen per split by generalised "
-            "cross-validation on the split's training samples.",
+            "cross-validation on the split's training samples. From qgis_process or a script, give the name "
+            "(PROBE=neuco or PROBE=ridge), not its number.",
         ),
         K_FOLDS: ("Number of splits", "Shuffle splits per task; NeuCo-Bench uses 40."),
         PHASE: (
