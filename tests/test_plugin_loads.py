@@ -145,3 +145,19 @@ def test_help_shows_placeholders_as_written(processing):
         shown = document.toPlainText()
         for placeholder in re.findall(r"<[^<>]+>", raw):
             assert placeholder in shown, f"{algorithm.id()}: {placeholder} is missing from the rendered help"
+
+
+def test_ctrl_c_cancels_algorithm_on_main_thread(processing):
+    """qgis_process runs algorithms on its main thread, where SIGINT must reach the feedback."""
+    import os
+    import signal
+
+    from qgis.core import QgsApplication, QgsProcessingFeedback
+
+    algorithm = QgsApplication.processingRegistry().algorithmById("fusedeo:evaluate")
+    feedback = QgsProcessingFeedback()
+    before = signal.getsignal(signal.SIGINT)
+    with algorithm.interrupt_cancels(feedback):
+        os.kill(os.getpid(), signal.SIGINT)
+        assert feedback.isCanceled()
+    assert signal.getsignal(signal.SIGINT) is before

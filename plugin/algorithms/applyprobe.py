@@ -132,9 +132,10 @@ class ApplyProbeAlgorithm(FusedEOAlgorithm):
 
         # A cancel is an outcome, not a failure: the core has removed the partial file.
         try:
-            result = self.run_core(
-                apply_probe, embeddings_path, probe_path, output_path, FeedbackReporter(feedback)
-            )
+            with self.interrupt_cancels(feedback):
+                result = self.run_core(
+                    apply_probe, embeddings_path, probe_path, output_path, FeedbackReporter(feedback)
+                )
         except RunCancelledError as err:
             feedback.pushWarning(str(err))
             return {}

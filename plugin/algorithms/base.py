@@ -5,7 +5,10 @@ this base class renders it into ``shortHelpString`` and provides the labels
 used in ``initAlgorithm``. Core errors become ``QgsProcessingException``.
 """
 
-from collections.abc import Callable
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from html import escape
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,6 +17,7 @@ from qgis.core import (
     QgsMapLayer,
     QgsProcessingAlgorithm,
     QgsProcessingException,
+    QgsProcessingFeedback,
     QgsProviderRegistry,
 )
 from qgis.PyQt.QtCore import QCoreApplication
@@ -73,6 +77,25 @@ class FusedEOAlgorithm(QgsProcessingAlgorithm):
     def label(self, name: str) -> str:
         """Return the translated label of parameter ``name``."""
         return self.tr(self.PARAMETER_HELP[name][0])
+
+    @contextlib.contextmanager
+    def interrupt_cancels(self, feedback: QgsProcessingFeedback) -> Iterator[None]:
+        """Turn Ctrl-C (SIGINT) into a cancel request of ``feedback`` while the block runs.
+
+        qgis_process runs an algorithm on its main thread and otherwise lets it
+        finish and write its outputs after Ctrl-C. The core checks the cancel
+        request as in QGIS and removes partial outputs. On any other thread
+        (the QGIS desktop runs algorithms in a background task) nothing changes.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, lambda signal_number, frame: feedback.cancel())
+        try:
+            yield
+        finally:
+            # A handler installed outside Python reads as None and cannot be put back; Python's default replaces it.
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
     def run_core(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call a core function, turning FusedEO errors into Processing errors.

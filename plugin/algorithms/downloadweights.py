@@ -138,12 +138,13 @@ class DownloadWeightsAlgorithm(FusedEOAlgorithm):
         accept_licence = self.parameterAsBool(parameters, self.ACCEPT_LICENCE, context)
         reporter = FeedbackReporter(feedback)
 
-        folder, files = self.run_core(
-            fetch_encoder_weights,
-            list(names),
-            default_weights_dir(),
-            reporter,
-            source_file=source,
-            accept_licence=accept_licence,
-        )
+        with self.interrupt_cancels(feedback):
+            folder, files = self.run_core(
+                fetch_encoder_weights,
+                list(names),
+                default_weights_dir(),
+                reporter,
+                source_file=source,
+                accept_licence=accept_licence,
+            )
         return {self.OUTPUT_FOLDER: str(folder), self.FILES: ";".join(str(path) for path in files)}

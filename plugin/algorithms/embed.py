@@ -224,7 +224,8 @@ class EmbedAlgorithm(FusedEOAlgorithm):
 
         # Cancelling is an outcome, not a failure: the core has removed every partial output.
         try:
-            result = self.run_core(run_embedding, request, FeedbackReporter(feedback))
+            with self.interrupt_cancels(feedback):
+                result = self.run_core(run_embedding, request, FeedbackReporter(feedback))
         except RunCancelledError as err:
             feedback.pushInfo(str(err))
             return {}

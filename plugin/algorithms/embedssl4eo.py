@@ -168,7 +168,8 @@ class EmbedSsl4eoAlgorithm(FusedEOAlgorithm):
 
         # Cancelling is an outcome: a fitting run has written nothing, a resumable run keeps its rows.
         try:
-            result = self.run_core(run_ssl4eo, request, FeedbackReporter(feedback))
+            with self.interrupt_cancels(feedback):
+                result = self.run_core(run_ssl4eo, request, FeedbackReporter(feedback))
         except RunCancelledError as err:
             feedback.pushInfo(str(err))
             return {}

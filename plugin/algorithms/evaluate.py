@@ -229,12 +229,11 @@ class EvaluateAlgorithm(FusedEOAlgorithm):
 
         # The core reads, probes and writes; a cancel is an outcome and writes no run.
         try:
-            result = self.run_core(evaluate, config, FeedbackReporter(feedback))
-        except QgsProcessingException as err:
-            if isinstance(err.__cause__, RunCancelledError):
-                feedback.pushWarning(str(err))
-                return {}
-            raise
+            with self.interrupt_cancels(feedback):
+                result = self.run_core(evaluate, config, FeedbackReporter(feedback))
+        except RunCancelledError as err:
+            feedback.pushWarning(str(err))
+            return {}
         feedback.pushInfo(
             self.tr("Mean Q {:.2f} over {} tasks; run written to {}.").format(
                 result.overall_q, len(result.task_scores), result.run_folder

@@ -206,7 +206,8 @@ class TrainCompressorAlgorithm(FusedEOAlgorithm):
 
         # Cancelling is an outcome, not a failure: the core writes nothing until training has finished.
         try:
-            result = self.run_core(train_compressor, request, FeedbackReporter(feedback))
+            with self.interrupt_cancels(feedback):
+                result = self.run_core(train_compressor, request, FeedbackReporter(feedback))
         except RunCancelledError as err:
             feedback.pushInfo(str(err))
             return {}

@@ -223,17 +223,18 @@ class TrainProbeAlgorithm(FusedEOAlgorithm):
         # Training is in the core; a cancel is an outcome and leaves no file behind.
         reporter = FeedbackReporter(feedback)
         try:
-            result = self.run_core(
-                train_probe,
-                embeddings_path,
-                source,
-                task,
-                task_name,
-                probe_path,
-                report_path,
-                reporter,
-                min_samples=min_samples,
-            )
+            with self.interrupt_cancels(feedback):
+                result = self.run_core(
+                    train_probe,
+                    embeddings_path,
+                    source,
+                    task,
+                    task_name,
+                    probe_path,
+                    report_path,
+                    reporter,
+                    min_samples=min_samples,
+                )
         except RunCancelledError as err:
             feedback.pushWarning(str(err))
             return {}
