@@ -152,9 +152,6 @@ def solve_woodbury(  # noqa: PLR0913 (one argument per array and setting, as num
     solution = np.zeros((system_count, size), dtype=np.float32)
     projected_solution = np.zeros((system_count, dim), dtype=np.float32)
     residual = right_side.copy()
-    direction = right_side.copy()
-    projected = np.empty((system_count, dim), dtype=np.float32)
-    product = np.empty((system_count, size), dtype=np.float32)
     residual_norm = np.zeros(system_count)
     target_norm = np.zeros(system_count)
     for system in range(system_count):
@@ -162,30 +159,45 @@ def solve_woodbury(  # noqa: PLR0913 (one argument per array and setting, as num
             residual_norm[system] += np.float64(residual[system, i]) ** 2
         target_norm[system] = residual_norm[system] * tolerance * tolerance
 
+    # Solved systems leave the products, which cost in proportion to the systems still in them.
+    # Row j of the work arrays belongs to system active[j].
+    active = np.flatnonzero(residual_norm > target_norm)
+    direction = right_side[active].copy()
+    active_inverse_diagonal = inverse_diagonal[active].copy()
     for _ in range(max_iterations):
-        if np.all(residual_norm <= target_norm):
+        count = len(active)
+        if count == 0:
             break
         # product = direction - (ZT D⁻¹ ZTᵀ direction), with ZTᵀ direction kept for the projection.
+        projected = np.empty((count, dim), dtype=np.float32)
         rows_dot(inputs_transposed, direction, projected)
-        scaled = projected * inverse_diagonal
+        scaled = projected * active_inverse_diagonal
+        product = np.empty((count, size), dtype=np.float32)
         rows_dot(inputs, scaled, product)
-        for system in range(system_count):
+        keep = np.ones(count, dtype=np.bool_)
+        for j in range(count):
+            system = active[j]
             curvature = 0.0
             for i in range(size):
-                product[system, i] = direction[system, i] - product[system, i]
-                curvature += np.float64(direction[system, i]) * product[system, i]
+                product[j, i] = direction[j, i] - product[j, i]
+                curvature += np.float64(direction[j, i]) * product[j, i]
             step = np.float32(residual_norm[system] / curvature) if curvature > 0.0 else np.float32(0.0)
             new_norm = 0.0
             for i in range(size):
-                solution[system, i] += step * direction[system, i]
-                residual[system, i] -= step * product[system, i]
+                solution[system, i] += step * direction[j, i]
+                residual[system, i] -= step * product[j, i]
                 new_norm += np.float64(residual[system, i]) ** 2
             for k in range(dim):
-                projected_solution[system, k] += step * projected[system, k]
+                projected_solution[system, k] += step * projected[j, k]
             ratio = np.float32(new_norm / residual_norm[system]) if residual_norm[system] > 0.0 else np.float32(0.0)
             for i in range(size):
-                direction[system, i] = residual[system, i] + ratio * direction[system, i]
+                direction[j, i] = residual[system, i] + ratio * direction[j, i]
             residual_norm[system] = new_norm
+            keep[j] = new_norm > target_norm[system] and curvature > 0.0
+        if not np.all(keep):
+            active = active[keep]
+            direction = direction[keep].copy()
+            active_inverse_diagonal = active_inverse_diagonal[keep].copy()
 
     worst = 0.0
     for system in range(system_count):
