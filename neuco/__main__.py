@@ -6,6 +6,7 @@ algorithm. Messages go to standard error, the score table to standard output.
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -117,4 +118,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_status = main()
+    # The outputs are written and closed. Ending the process here skips Python's teardown of its
+    # modules (numba and llvmlite bring about 700), which took 0.08 s: a twentieth of a ridge run.
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BrokenPipeError:  # the reader stopped early, as `| head` does
+            pass
+    os._exit(exit_status)
