@@ -250,7 +250,7 @@ def load_tasks(config: EvaluationConfig, reporter: Reporter) -> tuple[inputs.Emb
     else:
         embeddings = inputs.read_embeddings(*read_arguments)
     if config.standardize and len(embeddings.ids):
-        values, mean, std = inputs.standardize(embeddings.values)
+        values, mean, std = inputs.standardize(embeddings.values, in_place=True)
         embeddings = inputs.Embeddings(embeddings.path, embeddings.ids, values, embeddings.file_dim)
         reporter.info(f"Standardised all values with mean {mean:.4g} and standard deviation {std:.4g}.")
     selected = [label_file for label_file in label_files if not config.tasks or label_file.task_name in config.tasks]

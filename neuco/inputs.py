@@ -427,21 +427,46 @@ def _cells(count: int) -> str:
     return "1 cell is" if count == 1 else f"{count} cells are"
 
 
-def standardize(values: np.ndarray) -> tuple[np.ndarray, float, float]:
+def standardize(values: np.ndarray, in_place: bool = False) -> tuple[np.ndarray, float, float]:
     """Subtract the mean of all values and divide by their standard deviation.
 
     One mean and one standard deviation are computed over the whole matrix,
     not per dimension; a standard deviation of 0 is replaced by 1.
 
+    Args:
+        values: The embeddings.
+        in_place: Overwrite ``values`` when it is a float32 array, which
+            saves a copy of the matrix.
+
     Returns:
         The standardised float32 matrix, the mean and the standard deviation.
     """
     mean = float(values.mean(dtype=np.float64))
-    std = float(values.std(dtype=np.float64))
+    std = _standard_deviation(values, mean)
     if std == 0.0:
         std = 1.0
-    standardized = (values - np.float32(mean)) / np.float32(std)
-    return standardized.astype(np.float32, copy=False), mean, std
+    out = values if in_place and values.dtype == np.float32 else np.empty(values.shape, dtype=np.float32)
+    np.subtract(values, np.float32(mean), out=out, casting="same_kind")
+    np.divide(out, np.float32(std), out=out)
+    return out, mean, std
+
+
+STATISTICS_CHUNK = 2**20
+"""Values per float64 block when summing squared deviations: 8 MB, which stays in the CPU cache."""
+
+
+def _standard_deviation(values: np.ndarray, mean: float) -> float:
+    """Return the population standard deviation of all values around ``mean``, summed in float64 blocks.
+
+    ``np.std`` makes a float64 copy of the whole matrix first, which took
+    longer than the sums themselves for a 12 000 × 1024 matrix.
+    """
+    flat = values.reshape(-1)
+    total = 0.0
+    for start in range(0, flat.size, STATISTICS_CHUNK):
+        deviations = flat[start : start + STATISTICS_CHUNK].astype(np.float64) - mean
+        total += float(np.dot(deviations, deviations))
+    return math.sqrt(total / flat.size) if flat.size else 0.0
 
 
 def assemble_tasks(
