@@ -197,7 +197,7 @@ def read_plain_csv(data: bytes, columns: int, threads: int | None = None) -> tup
     else:  # blank lines inside a part left unused rows
         kept = np.concatenate([np.arange(offsets[part], offsets[part] + count) for part, count in enumerate(counts)])
     try:
-        ids = [data[start:end].decode("utf-8") for start, end in id_bounds[kept]]
+        ids = [data[start:end].decode("utf-8") for start, end in id_bounds[kept].tolist()]
     except UnicodeDecodeError:
         return None
     return ids, values[kept]

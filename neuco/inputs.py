@@ -364,7 +364,7 @@ def read_embeddings(
             "Ids are compared with the label files' ids after removing '.zarr.zip' and '.zarr'."
         )
     kept_rows = np.flatnonzero(keep)
-    kept_ids = [ids[row] for row in kept_rows]
+    kept_ids = [ids[row] for row in kept_rows.tolist()]
     _check_unique(kept_ids, kept_rows, path)
     if frame is None:
         values = all_values[kept_rows]

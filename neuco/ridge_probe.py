@@ -91,8 +91,9 @@ def fit_ridge_splits(
     gram = centred.T @ centred  # numpy computes a product with its own transpose as a symmetric rank-k update
     eigenvalues, eigenvectors = symmetric_eigh(gram)
     eigenvalues = np.clip(eigenvalues, 0.0, None)
-    rotated = np.ones((sample_count, dim + 1), dtype=np.float32)
+    rotated = np.empty((sample_count, dim + 1), dtype=np.float32)
     matrix_product(centred, np.ascontiguousarray(eigenvectors.T), rotated[:, :dim])
+    rotated[:, dim] = 1.0
     del centred, gram
     basis = _Basis(rotated=rotated, eigenvalues=eigenvalues, targets=targets, train_size=train_size)
 
