@@ -129,9 +129,15 @@ def read_label_file(path: Path) -> LabelFile:
         header = next(reader, [])
         for column in (ID_COLUMN, LABEL_COLUMN):
             if column not in header:
+                separator_hint = (
+                    " The header looks separated by semicolons or tabs; label files are read as comma-separated."
+                    if len(header) == 1 and any(mark in header[0] for mark in ";\t")
+                    else ""
+                )
                 raise InputError(
                     f"labels file {path}: no '{column}' column in the header "
                     f"(columns: {', '.join(header) or 'none'}); the file needs 'id' and 'label' columns."
+                    f"{separator_hint}"
                 )
         id_index, label_index = header.index(ID_COLUMN), header.index(LABEL_COLUMN)
         for row in reader:
@@ -188,8 +194,12 @@ def check_task_filter(task_filter: tuple[str, ...] | None, task_names: set[str],
     """Raise InputError if the filter names a task that has no label file."""
     unknown = [task for task in task_filter or () if task not in task_names]
     if unknown:
+        separator_hint = (
+            " Separate task names with commas." if any(mark in task for task in unknown for mark in "; ") else ""
+        )
         raise InputError(
-            f"TASKS: {', '.join(unknown)} not found in {folder}; the tasks there are {', '.join(sorted(task_names))}."
+            f"TASKS: {', '.join(unknown)} not found in {folder}; the tasks there are "
+            f"{', '.join(sorted(task_names))}.{separator_hint}"
         )
 
 
@@ -539,5 +549,6 @@ def _check_binary(labels: np.ndarray, raw_labels: np.ndarray, path: Path, normal
     scaled = " after min-max scaling" if normalized else ""
     raise InputError(
         f"labels file {path}: a classification task needs labels 0 and 1{scaled}, "
-        f"but it has {len(values)} distinct values ({preview}). Use two classes or name the file __regression.csv."
+        f"but it has {len(values)} distinct values ({preview}). Use two classes, or rename the file to "
+        f"{path.name.partition('__')[0]}__regression.csv to score it as a regression task."
     )

@@ -244,6 +244,18 @@ def test_task_without_matching_ids_shows_examples(tmp_path, caplog):
     assert "first ids of u__regression.csv: ['x1', 'x2']; first embedding ids: ['s0', 's1', 's2']" in caplog.text
 
 
+def test_error_semicolon_label_file_hints_separator(tmp_path):
+    path = tmp_path / "t__regression.csv"
+    path.write_text("id;label\na;1\n")
+    with pytest.raises(InputError, match=r"no 'id' column .* separated by semicolons or tabs; label files are read as comma"):
+        inputs.read_label_file(path)
+
+
+def test_error_task_filter_hints_comma_separator(tmp_path):
+    with pytest.raises(InputError, match=r"TASKS: a;b not found in .*\. Separate task names with commas\."):
+        inputs.check_task_filter(("a;b",), {"a", "b"}, tmp_path)
+
+
 def test_error_labels_folder_without_csv(tmp_path, reporter):
     with pytest.raises(InputError, match="contains no .csv file"):
         inputs.read_labels_folder(tmp_path, reporter)
@@ -261,7 +273,8 @@ def test_error_no_overlapping_ids(tmp_path, reporter):
 def test_error_classification_with_three_classes(tmp_path, reporter):
     rows = [(f"s{index}", str(index % 3)) for index in range(25)]
     with pytest.raises(InputError, match=r"t__classification\.csv: a classification task needs labels 0 and 1 "
-                                         r"after min-max scaling, but it has 3 distinct values \(0, 1, 2\)"):
+                                         r"after min-max scaling, but it has 3 distinct values \(0, 1, 2\)\. "
+                                         r"Use two classes, or rename the file to t__regression\.csv"):
         _assemble(tmp_path, reporter, rows, file_name="t__classification.csv")
 
 
