@@ -99,6 +99,33 @@ def rows_dot(rows: np.ndarray, vectors: np.ndarray, out: np.ndarray) -> None:  #
             out[c + 3, r + 2] = s32
             out[c + 3, r + 3] = s33
             c += 4
+        if c + 2 <= vector_count:
+            s00 = s01 = s02 = s03 = np.float32(0.0)
+            s10 = s11 = s12 = s13 = np.float32(0.0)
+            for i in range(length):
+                a0 = rows[r, i]
+                a1 = rows[r + 1, i]
+                a2 = rows[r + 2, i]
+                a3 = rows[r + 3, i]
+                b0 = vectors[c, i]
+                b1 = vectors[c + 1, i]
+                s00 += a0 * b0
+                s01 += a1 * b0
+                s02 += a2 * b0
+                s03 += a3 * b0
+                s10 += a0 * b1
+                s11 += a1 * b1
+                s12 += a2 * b1
+                s13 += a3 * b1
+            out[c, r] = s00
+            out[c, r + 1] = s01
+            out[c, r + 2] = s02
+            out[c, r + 3] = s03
+            out[c + 1, r] = s10
+            out[c + 1, r + 1] = s11
+            out[c + 1, r + 2] = s12
+            out[c + 1, r + 3] = s13
+            c += 2
         while c < vector_count:
             t0 = t1 = t2 = t3 = np.float32(0.0)
             for i in range(length):
