@@ -87,6 +87,8 @@ class TaskData:
 
 def strip_id(raw_id: str) -> str:
     """Remove ``.zarr.zip`` and then ``.zarr`` from an id, wherever they occur, as NeuCo-Bench does."""
+    if ".zarr" not in raw_id:
+        return raw_id
     return raw_id.replace(".zarr.zip", "").replace(".zarr", "")
 
 

@@ -278,6 +278,7 @@ def _fit_ridge_group(
         train_rows,
         test_rows,
         reporter,
+        overwrite_features=True,  # the rows were just gathered into a copy of their own
     )
     names = ", ".join(task.name for task in group)
     reporter.debug(f"{names}: ridge fitted on {k_folds} splits in {time.perf_counter() - started:.2f} s.")

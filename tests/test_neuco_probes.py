@@ -207,3 +207,16 @@ def test_solve_woodbury_reports_unfinished_solve():
     right_side = rng.standard_normal((1, 30)).astype(np.float32)
     *_, worst = solve_woodbury(inputs, np.ascontiguousarray(inputs.T), inverse_diagonal, right_side, 1e-6, 1)
     assert worst > 1e-6
+
+
+def test_ridge_centres_in_place_only_when_asked():
+    features, labels = _regression_data(samples=120, dim=8)
+    original = features.copy()
+    train, test = protocol.shuffle_splits(len(labels), 3)
+    (kept,) = fit_ridge_splits(features, [labels], ["regression"], train, test, LoggingReporter("t"))
+    np.testing.assert_array_equal(features, original)
+    (overwritten,) = fit_ridge_splits(
+        features, [labels], ["regression"], train, test, LoggingReporter("t"), overwrite_features=True
+    )
+    np.testing.assert_allclose(features.mean(axis=0), 0.0, atol=1e-6)
+    np.testing.assert_array_equal(overwritten.scores, kept.scores)
