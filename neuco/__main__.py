@@ -114,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; no results were written.", file=sys.stderr)
         return 130
-    print(format_result(result))
+    try:
+        print(format_result(result))
+    except BrokenPipeError:  # the reader stopped early, as `| head` does
+        pass
     return 0
 
 

@@ -3,6 +3,7 @@
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..errors import InputError, OutputError, import_optional
+from ..errors import InputError, OutputError, RunCancelledError, import_optional
 from ..reporting import LoggingReporter, Reporter
 from . import inputs
 from .linear_probe import LinearProbeSettings
@@ -193,6 +194,8 @@ def evaluate(config: EvaluationConfig, reporter: Reporter | None = None) -> Eval
     check_output_paths(config)
     embeddings, tasks = load_tasks(config, reporter)
     loaded = time.perf_counter()
+    if reporter.is_canceled():
+        raise RunCancelledError("Evaluation cancelled while reading the inputs; nothing was written.")
 
     scores, details = probe_tasks(
         embeddings.values, tasks, config.probe, config.k_folds, config.linear, config.workers, reporter
@@ -272,13 +275,19 @@ def _read_while_importing_torch(read_arguments: tuple[Any, ...]) -> inputs.Embed
     messages go to the inherited logging handlers; its errors are raised here.
     """
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as executor:
+    # Ctrl-C reaches the whole process group; the parent stops the run, so the reader ignores it.
+    with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_ignore_interrupts) as executor:
         future = executor.submit(inputs.read_embeddings, *read_arguments)
         import_optional("torch", "probing embeddings")
         from . import probe_kernel
 
         probe_kernel.load()
         return future.result()
+
+
+def _ignore_interrupts() -> None:
+    """Make the forked reader ignore SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def run_config(config: EvaluationConfig) -> dict[str, Any]:
@@ -337,5 +346,6 @@ def update_phase(config: EvaluationConfig, reporter: Reporter) -> tuple[Path, Pa
             f"Leaderboard: {len(leaderboard.incomplete)} runs lack a task score and are not ranked: "
             f"{', '.join(leaderboard.incomplete[:5])}."
         )
-    reporter.info(f"Leaderboard of phase '{config.phase}' ({len(leaderboard.rows)} ranked runs): {leaderboard_path}.")
+    ranked = f"{len(leaderboard.rows)} ranked run" + ("" if len(leaderboard.rows) == 1 else "s")
+    reporter.info(f"Leaderboard of phase '{config.phase}' ({ranked}): {leaderboard_path}.")
     return leaderboard_path, report_path

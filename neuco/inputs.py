@@ -185,7 +185,9 @@ def label_file_paths(folder: Path) -> list[Path]:
         InputError: If it contains no CSV file.
     """
     if not folder.is_dir():
-        raise MissingFileError(f"labels folder {folder} does not exist or is not a folder.")
+        if folder.exists():
+            raise InputError(f"labels folder {folder} is a file; give the folder that holds the label CSV files.")
+        raise MissingFileError(f"labels folder {folder} does not exist.")
     paths = sorted(folder.glob("*.csv"))
     if not paths:
         raise InputError(f"labels folder {folder} contains no .csv file; add one <task>__<type>.csv per task.")
@@ -200,7 +202,7 @@ def check_task_filter(task_filter: tuple[str, ...] | None, task_names: set[str],
             " Separate task names with commas." if any(mark in task for task in unknown for mark in "; ") else ""
         )
         raise InputError(
-            f"TASKS: {', '.join(unknown)} not found in {folder}; the tasks there are "
+            f"TASKS (--tasks): {', '.join(unknown)} not found in {folder}; the tasks there are "
             f"{', '.join(sorted(task_names))}.{separator_hint}"
         )
 
@@ -229,7 +231,8 @@ def read_labels_folder(folder: Path, reporter: Reporter) -> list[LabelFile]:
         if label_file.repeated_ids:
             row_id, first_line, line = label_file.repeated_ids[0]
             reporter.warning(
-                f"{label_file.path.name}: {len(label_file.repeated_ids)} rows repeat an id of an earlier row "
+                f"{label_file.path.name}: {len(label_file.repeated_ids)} "
+                f"{'row repeats' if len(label_file.repeated_ids) == 1 else 'rows repeat'} an id of an earlier row "
                 f"(for example '{row_id}' on lines {first_line} and {line}). Each row counts as a sample, as in "
                 "NeuCo-Bench; remove the repeats unless they are intended."
             )

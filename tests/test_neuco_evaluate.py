@@ -146,7 +146,7 @@ def test_evaluate_second_run_is_ranked_in_the_phase(tmp_path, benchmark_files):
 def test_evaluate_unknown_task_in_filter(tmp_path, benchmark_files):
     csv_path, labels = benchmark_files
     config = EvaluationConfig(csv_path, labels, tmp_path / "out", tasks=("alpha", "delta"))
-    with pytest.raises(InputError, match=r"TASKS: delta not found in .*; the tasks there are alpha, beta, gamma"):
+    with pytest.raises(InputError, match=r"TASKS \(--tasks\): delta not found in .*; the tasks there are alpha, beta, gamma"):
         evaluate(config, LoggingReporter("test"))
 
 
@@ -196,6 +196,20 @@ def test_failed_report_write_keeps_previous_phase(tmp_path, benchmark_files, mon
 
 def _fail_if_called(*arguments):  # noqa: ANN002, ANN202
     raise AssertionError("the inputs were read although the output paths are invalid")
+
+
+class _CancelledAfterReading(LoggingReporter):
+    def is_canceled(self) -> bool:
+        return any("Standardised all values" in text for _, text in self.messages)
+
+
+def test_evaluate_cancelled_while_reading_skips_probing(tmp_path, benchmark_files, monkeypatch):
+    csv_path, labels = benchmark_files
+    monkeypatch.setattr(EVALUATE_MODULE, "probe_tasks", _fail_if_called)
+    config = EvaluationConfig(csv_path, labels, tmp_path / "out", k_folds=3)
+    with pytest.raises(RunCancelledError, match="while reading the inputs"):
+        evaluate(config, _CancelledAfterReading("test"))
+    assert not (tmp_path / "out").exists()
 
 
 class _AlwaysCancelled(LoggingReporter):

@@ -252,8 +252,17 @@ def test_error_semicolon_label_file_hints_separator(tmp_path):
 
 
 def test_error_task_filter_hints_comma_separator(tmp_path):
-    with pytest.raises(InputError, match=r"TASKS: a;b not found in .*\. Separate task names with commas\."):
+    with pytest.raises(InputError, match=r"TASKS \(--tasks\): a;b not found in .*\. Separate task names with commas\."):
         inputs.check_task_filter(("a;b",), {"a", "b"}, tmp_path)
+
+
+def test_error_labels_folder_missing_or_a_file(tmp_path, reporter):
+    with pytest.raises(MissingFileError, match=r"labels folder .*nowhere does not exist\."):
+        inputs.read_labels_folder(tmp_path / "nowhere", reporter)
+    a_file = tmp_path / "labels.csv"
+    a_file.write_text("id,label\n")
+    with pytest.raises(InputError, match=r"labels folder .*labels\.csv is a file; give the folder"):
+        inputs.read_labels_folder(a_file, reporter)
 
 
 def test_error_labels_folder_without_csv(tmp_path, reporter):
