@@ -1,4 +1,6 @@
-"""Compute-device selection for torch encoders and onnxruntime sessions."""
+"""Compute-device selection for torch encoders and onnxruntime sessions, and the usable CPU count."""
+
+import os
 
 from ..errors import DeviceError, InputError, import_optional
 from ..reporting import Reporter
@@ -47,3 +49,10 @@ def onnx_providers(device: str) -> list[str]:
     if device == "cuda" and "CUDAExecutionProvider" in available:
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
+
+
+def usable_cpu_count() -> int:
+    """Return the number of CPUs this process may run on (its affinity mask where the system has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

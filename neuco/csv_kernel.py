@@ -14,12 +14,12 @@ power of ten in float64, then rounded to float32. This gives the same float32
 as a correctly rounded parser except, rarely, in the last bit.
 """
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ..errors import import_optional
+from ..models.device import usable_cpu_count
 
 numba = import_optional("numba", "reading the embeddings CSV")
 
@@ -210,8 +210,7 @@ MIN_PART_BYTES = 4 * 2**20
 
 def _usable_cpus() -> int:
     """Return the number of CPUs this process may run on, at most :data:`MAX_THREADS`."""
-    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(count, MAX_THREADS))
+    return max(1, min(usable_cpu_count(), MAX_THREADS))
 
 
 def _part_bounds(data: bytes, start: int, parts: int) -> list[tuple[int, int]]:

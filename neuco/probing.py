@@ -2,7 +2,6 @@
 
 import contextlib
 import math
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import import_optional
+from ..models.device import usable_cpu_count
 from ..reporting import Reporter
 from .inputs import TaskData
 from .linear_probe import FoldResults, LinearProbeSettings, draw_initial_state, probe_inputs, train_linear_probes
@@ -109,7 +109,7 @@ def _one_thread_per_worker(probe: str) -> Iterator[int]:
 
         linalg_kernel.load()
         with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
-            yield len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            yield usable_cpu_count()
 
 
 def _probe_neuco(
