@@ -124,7 +124,7 @@ def check_output_paths(config: EvaluationConfig) -> None:
             f"OUTPUT_FOLDER (--output-folder): {output_folder} is a file; give a folder, which is created if missing."
         )
     _check_creatable(output_folder, "OUTPUT_FOLDER (--output-folder)")
-    report_path = Path(config.report_path) if config.report_path else default_report_path(output_folder, config.phase)
+    report_path = phase_report_path(config)
     if report_path.is_dir():
         raise InputError(
             f"OUTPUT_REPORT (--output-report): {report_path} is a folder; give the path of an HTML file."
@@ -168,6 +168,13 @@ def method_name(config: EvaluationConfig) -> str:
 def default_report_path(output_folder: Path, phase: str) -> Path:
     """Return ``<output>/leaderboards/<phase>/report.html``."""
     return output_folder / LEADERBOARD_FOLDER / phase / "report.html"
+
+
+def phase_report_path(config: EvaluationConfig) -> Path:
+    """Return the report path given in the settings, or the phase's default one."""
+    if config.report_path:
+        return Path(config.report_path)
+    return default_report_path(Path(config.output_folder), config.phase)
 
 
 def evaluate(config: EvaluationConfig, reporter: Reporter | None = None) -> EvaluationResult:
@@ -275,7 +282,7 @@ def _read_while_importing_torch(read_arguments: tuple[Any, ...]) -> inputs.Embed
     messages go to the inherited logging handlers; its errors are raised here.
     """
     context = multiprocessing.get_context("fork")
-    # Ctrl-C reaches the whole process group; the parent stops the run, so the reader ignores it.
+    # Ctrl-C reaches the whole process group. The parent stops the run, so the reader ignores it.
     with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_ignore_interrupts) as executor:
         future = executor.submit(inputs.read_embeddings, *read_arguments)
         import_optional("torch", "probing embeddings")
@@ -327,7 +334,7 @@ def update_phase(config: EvaluationConfig, reporter: Reporter) -> tuple[Path, Pa
     runs = read_phase_runs(output_folder, config.phase, reporter)
     leaderboard = rank_runs(runs)
     leaderboard_path = output_folder / LEADERBOARD_FOLDER / config.phase / "leaderboard.csv"
-    report_path = Path(config.report_path) if config.report_path else default_report_path(output_folder, config.phase)
+    report_path = phase_report_path(config)
     # Both files are written next to their targets first and replace them only when both are complete.
     staged_leaderboard = leaderboard_path.with_name(f".{leaderboard_path.name}.partial")
     staged_report = report_path.with_name(f".{report_path.name}.partial")
