@@ -193,14 +193,14 @@ def read_plain_csv(data: bytes, columns: int, threads: int | None = None) -> tup
     if min(counts) < 0:
         return None
     if all(count == capacity for count, capacity in zip(counts[:-1], capacities[:-1], strict=True)):
-        kept = slice(0, int(offsets[-2]) + counts[-1])
+        kept_rows = slice(0, int(offsets[-2]) + counts[-1])
     else:  # blank lines inside a part left unused rows
-        kept = np.concatenate([np.arange(offsets[part], offsets[part] + count) for part, count in enumerate(counts)])
+        kept_rows = np.concatenate([np.arange(offsets[part], offsets[part] + count) for part, count in enumerate(counts)])
     try:
-        ids = [data[start:end].decode("utf-8") for start, end in id_bounds[kept].tolist()]
+        ids = [data[start:end].decode("utf-8") for start, end in id_bounds[kept_rows].tolist()]
     except UnicodeDecodeError:
         return None
-    return ids, values[kept]
+    return ids, values[kept_rows]
 
 
 MAX_THREADS = 4

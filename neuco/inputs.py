@@ -186,7 +186,7 @@ def label_file_paths(folder: Path) -> list[Path]:
     """
     if not folder.is_dir():
         if folder.exists():
-            raise InputError(f"labels folder {folder} is a file; give the folder that holds the label CSV files.")
+            raise InputError(f"labels folder {folder} is a file; give the folder that contains the label CSV files.")
         raise MissingFileError(f"labels folder {folder} does not exist.")
     paths = sorted(folder.glob("*.csv"))
     if not paths:

@@ -8,10 +8,12 @@ run side by side.
   for the whole call (about 0.09 s for a 1024 × 1024 matrix here), which
   stalled the other workers.
 - :func:`solve_woodbury` runs the conjugate-gradient solve of one split. Its
-  products multiply the split's 500 held-out rows with 13 to 26 vectors.
+  products multiply the split's 500 held-out rows with one vector per task
+  and penalty that is not solved yet (13 per task at first).
   OpenBLAS repacks the 2 MB matrix on every such call and took about 0.21 ms
   per product here. :func:`rows_dot` computes four rows against four vectors
-  per pass, and takes about 0.09 ms.
+  per pass (with two- and one-vector passes for the rest), and takes about
+  0.09 ms.
 - :func:`matrix_product` rotates a task's rows into the eigenbasis with the
   same kernel, a tile of rows at a time.
 
@@ -168,6 +170,8 @@ def solve_woodbury(  # noqa: PLR0913 (one argument per array and setting, as num
         right_side: ``b``, ``(systems, test_size)``.
         tolerance: Relative residual norm at which a system counts as solved.
         max_iterations: Iterations after which the solve stops regardless.
+            A system also stops early when its curvature is not positive,
+            and its residual then stays above the tolerance.
 
     Returns:
         The solutions ``x``, their projections ``ZTᵀ x`` as rows

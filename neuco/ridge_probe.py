@@ -116,8 +116,9 @@ def fit_ridge_splits(
             raise RunCancelledError("Evaluation cancelled while fitting ridge probes.")
     if worst_residual > CG_TOLERANCE:
         reporter.warning(
-            f"Ridge probe: a conjugate-gradient solve stopped after {CG_MAX_ITERATIONS} iterations with a "
-            f"relative residual of {worst_residual:.1e} (tolerance {CG_TOLERANCE:.0e}); scores may be slightly off."
+            f"Ridge probe: a conjugate-gradient solve stopped with a relative residual of {worst_residual:.1e}, "
+            f"above the tolerance of {CG_TOLERANCE:.0e}, after {CG_MAX_ITERATIONS} iterations or when its "
+            "curvature was no longer positive. Scores may be slightly off."
         )
     return [
         RidgeResults(
@@ -142,7 +143,7 @@ class _Basis:
         self.alphas = np.asarray(RELATIVE_ALPHAS, dtype=np.float32) * np.float32(scale)
         task_count = targets.shape[1]
         # Inverse of the penalised Gram diagonal, one row per task and penalty, task-major
-        # (tasks * alphas, dim + 1); the intercept is not penalised.
+        # (tasks * alphas, dim + 1). The intercept is not penalised.
         diagonal = np.concatenate(
             [
                 eigenvalues[None, :].astype(np.float32) + self.alphas[:, None],

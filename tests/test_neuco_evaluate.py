@@ -89,7 +89,7 @@ def test_small_task_warns_probe_barely_trained(tmp_path, benchmark_files):
                for text in warnings)
 
 
-def test_undertrained_probe_warns_only_when_still_rising(tmp_path, benchmark_files):
+def test_undertrained_probe_warning(tmp_path, benchmark_files):
     csv_path, labels = benchmark_files
     reporter = LoggingReporter("test")
     evaluate(EvaluationConfig(csv_path, labels, tmp_path / "out", k_folds=4), reporter)
@@ -150,7 +150,7 @@ def test_evaluate_unknown_task_in_filter(tmp_path, benchmark_files):
         evaluate(config, LoggingReporter("test"))
 
 
-def test_output_folder_that_is_a_file_rejected_before_reading(tmp_path, benchmark_files, monkeypatch):
+def test_file_as_output_folder_rejected(tmp_path, benchmark_files, monkeypatch):
     csv_path, labels = benchmark_files
     blocker = tmp_path / "afile"
     blocker.write_text("not a folder")
@@ -162,7 +162,7 @@ def test_output_folder_that_is_a_file_rejected_before_reading(tmp_path, benchmar
     assert blocker.read_text() == "not a folder"
 
 
-def test_report_path_that_is_a_folder_rejected_before_reading(tmp_path, benchmark_files, monkeypatch):
+def test_folder_as_report_path_rejected(tmp_path, benchmark_files, monkeypatch):
     csv_path, labels = benchmark_files
     monkeypatch.setattr(EVALUATE_MODULE, "load_tasks", _fail_if_called)
     config = EvaluationConfig(csv_path, labels, tmp_path / "out", probe="ridge", report_path=tmp_path)
@@ -203,7 +203,7 @@ class _CancelledAfterReading(LoggingReporter):
         return any("Standardised all values" in text for _, text in self.messages)
 
 
-def test_evaluate_cancelled_while_reading_skips_probing(tmp_path, benchmark_files, monkeypatch):
+def test_cancel_while_reading_skips_probing(tmp_path, benchmark_files, monkeypatch):
     csv_path, labels = benchmark_files
     monkeypatch.setattr(EVALUATE_MODULE, "probe_tasks", _fail_if_called)
     config = EvaluationConfig(csv_path, labels, tmp_path / "out", k_folds=3)

@@ -226,7 +226,7 @@ def test_error_same_task_twice(tmp_path, reporter):
         inputs.read_labels_folder(tmp_path, reporter)
 
 
-def test_folder_given_for_file_named_as_folder(tmp_path):
+def test_folder_given_as_file_rejected(tmp_path):
     with pytest.raises(InputError, match=r"embeddings CSV .* is a folder; give the path of the CSV file"):
         inputs.read_csv_header(tmp_path)
     with pytest.raises(InputError, match=r"exclude file .* is a folder"):
@@ -236,27 +236,29 @@ def test_folder_given_for_file_named_as_folder(tmp_path):
 def test_task_without_matching_ids_shows_examples(tmp_path, caplog):
     reporter = LoggingReporter("test")
     csv_path = write_embeddings_csv(tmp_path / "e.csv", [f"s{index}" for index in range(30)], np.ones((30, 2)))
-    kept = inputs.read_label_file(write_labels(tmp_path / "labels", "t__regression.csv", [(f"s{i}", "1") for i in range(30)]))
+    matching = inputs.read_label_file(
+        write_labels(tmp_path / "labels", "t__regression.csv", [(f"s{i}", "1") for i in range(30)])
+    )
     other = inputs.read_label_file(write_labels(tmp_path / "labels", "u__regression.csv", [("x1", "1"), ("x2", "2")]))
-    embeddings = inputs.read_embeddings(csv_path, set(kept.ids), reporter)
-    inputs.assemble_tasks(embeddings, [kept, other], reporter, normalize_labels=False)
+    embeddings = inputs.read_embeddings(csv_path, set(matching.ids), reporter)
+    inputs.assemble_tasks(embeddings, [matching, other], reporter, normalize_labels=False)
     assert "u: skipped, 0 labelled ids have an embedding and at least" in caplog.text
     assert "first ids of u__regression.csv: ['x1', 'x2']; first embedding ids: ['s0', 's1', 's2']" in caplog.text
 
 
-def test_error_semicolon_label_file_hints_separator(tmp_path):
+def test_semicolon_label_file_hints_separator(tmp_path):
     path = tmp_path / "t__regression.csv"
     path.write_text("id;label\na;1\n")
     with pytest.raises(InputError, match=r"no 'id' column .* separated by semicolons or tabs; label files are read as comma"):
         inputs.read_label_file(path)
 
 
-def test_error_task_filter_hints_comma_separator(tmp_path):
+def test_task_filter_hints_comma(tmp_path):
     with pytest.raises(InputError, match=r"TASKS \(--tasks\): a;b not found in .*\. Separate task names with commas\."):
         inputs.check_task_filter(("a;b",), {"a", "b"}, tmp_path)
 
 
-def test_error_labels_folder_missing_or_a_file(tmp_path, reporter):
+def test_labels_folder_missing_or_file(tmp_path, reporter):
     with pytest.raises(MissingFileError, match=r"labels folder .*nowhere does not exist\."):
         inputs.read_labels_folder(tmp_path / "nowhere", reporter)
     a_file = tmp_path / "labels.csv"

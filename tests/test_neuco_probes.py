@@ -166,7 +166,7 @@ def test_rows_dot_equals_matmul(row_count, vector_count):
     np.testing.assert_allclose(out, vectors.astype(np.float64) @ rows.T, rtol=1e-5, atol=1e-5)
 
 
-def test_matrix_product_writes_into_columns_of_wider_array():
+def test_matrix_product_into_wider_array():
     from fusedeo.neuco.linalg_kernel import matrix_product
 
     rng = np.random.default_rng(3)
@@ -209,14 +209,14 @@ def test_solve_woodbury_reports_unfinished_solve():
     assert worst > 1e-6
 
 
-def test_ridge_centres_in_place_only_when_asked():
+def test_ridge_centres_in_place_on_request():
     features, labels = _regression_data(samples=120, dim=8)
     original = features.copy()
     train, test = protocol.shuffle_splits(len(labels), 3)
-    (kept,) = fit_ridge_splits(features, [labels], ["regression"], train, test, LoggingReporter("t"))
+    (copied,) = fit_ridge_splits(features, [labels], ["regression"], train, test, LoggingReporter("t"))
     np.testing.assert_array_equal(features, original)
     (overwritten,) = fit_ridge_splits(
         features, [labels], ["regression"], train, test, LoggingReporter("t"), overwrite_features=True
     )
     np.testing.assert_allclose(features.mean(axis=0), 0.0, atol=1e-6)
-    np.testing.assert_array_equal(overwritten.scores, kept.scores)
+    np.testing.assert_array_equal(overwritten.scores, copied.scores)
